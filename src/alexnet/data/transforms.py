@@ -1,0 +1,195 @@
+"""Preset batch transforms, shared by training, evaluation and prediction.
+
+Images arrive as uint8 ``(B, C, S, S)`` batches at the source's base size (S=256 for photographs,
+already rescaled and centre-cropped as in the paper, section 2) and are turned into float model
+inputs on the device, in a handful of batched operations:
+
+- training: random crops at the model's input size (224, or 227 for ``alexnet2012``) and
+  horizontal reflections (section 4.1, first form); for small images, zero padding then a random
+  crop (shifts of a few pixels); then mean subtraction and "fancy PCA" lighting (second form);
+- evaluation: the centre crop, or the paper's ten crops (four corners and centre, and the mirror
+  of each), whose softmax outputs the caller averages.
+
+The pixel values stay in the 0..255 range of the files: the paper subtracts the mean activity and
+nothing else (``std=1``); ``std`` can be set per channel (torchvision's normalization, or the
+training set's own) for models that expect unit-variance inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Widely used PCA constants of ImageNet's RGB pixels (values in [0, 1]); eigenvectors are columns,
+# rows are R, G, B. Spec section 2.
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                   (-0.5808, -0.0045, -0.8140),
+                   (-0.5836, -0.6948, 0.4203))
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalization, of [0, 1] pixels
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Lighting:
+    """The paper's PCA colour augmentation: add ``eigvec @ (alpha * eigval)`` to every pixel of an
+    image, ``alpha ~ N(0, std)`` drawn once per image per use. ``eigval``/``eigvec`` describe the RGB
+    covariance of pixels scaled to [0, 1]; the shift is scaled linearly to 0..255 pixels, the
+    common reading of constants published for [0, 1] pixels."""
+
+    eigval: torch.Tensor  # (3,)
+    eigvec: torch.Tensor  # (3, 3), columns are eigenvectors
+    std: float = 0.1
+
+    @classmethod
+    def imagenet(cls, std: float = 0.1) -> "Lighting":
+        return cls(torch.tensor(IMAGENET_EIGVAL), torch.tensor(IMAGENET_EIGVEC), std)
+
+    def shifts(self, alpha: torch.Tensor) -> torch.Tensor:
+        """(B, 3) alphas -> (B, 3) RGB shifts in 0..255 pixel units."""
+        return (alpha * self.eigval) @ self.eigvec.T * 255.0
+
+    def to_dict(self) -> dict:
+        return {"eigval": self.eigval.tolist(), "eigvec": self.eigvec.tolist(), "std": self.std}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Lighting | None":
+        return None if d is None else cls(torch.tensor(d["eigval"]), torch.tensor(d["eigvec"]), d["std"])
+
+
+@dataclass
+class Normalization:
+    """``(x - mean) / std`` on 0..255 pixels; ``mean`` is a mean image ``(C, S, S)`` or per channel."""
+
+    mean: torch.Tensor  # (C, S, S) or (C, 1, 1)
+    std: torch.Tensor  # (C, 1, 1)
+
+    @classmethod
+    def per_channel(cls, mean, std=None) -> "Normalization":
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        std = torch.ones_like(mean) if std is None else torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        return cls(mean, std)
+
+    @classmethod
+    def torchvision(cls) -> "Normalization":
+        return cls.per_channel([255 * m for m in IMAGENET_MEAN], [255 * s for s in IMAGENET_STD])
+
+    @property
+    def is_image(self) -> bool:
+        return self.mean.shape[-1] > 1
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.clone(), "std": self.std.clone()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        return cls(torch.as_tensor(d["mean"], dtype=torch.float32), torch.as_tensor(d["std"], dtype=torch.float32))
+
+
+def crop_batch(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int,
+               flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image crops (and optional mirrors) of an (B, C, H, W) batch in one gather.
+
+    ``top``/``left``/``flip`` are (B,) tensors; returns (B, C, size, size).
+    """
+    b = x.shape[0]
+    ar = torch.arange(size, device=x.device)
+    top, left = top.to(x.device), left.to(x.device)
+    rows = top[:, None] + ar  # (B, size)
+    cols = left[:, None] + ar
+    if flip is not None:
+        cols = torch.where(flip.to(x.device)[:, None], left[:, None] + (size - 1) - ar, cols)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = x[batch, :, rows[:, :, None], cols[:, None, :]]  # (B, size, size, C)
+    return out.permute(0, 3, 1, 2)  # (B, C, size, size), channels-last in memory
+
+
+def ten_crop_offsets(base: int, size: int) -> list[tuple[int, int, bool]]:
+    """(top, left, mirrored) of the paper's ten test patches: four corners, centre, their mirrors."""
+    m, c = base - size, (base - size) // 2
+    five = [(0, 0), (0, m), (m, 0), (m, m), (c, c)]
+    return [(t, l_, False) for t, l_ in five] + [(t, l_, True) for t, l_ in five]
+
+
+class Preset:
+    """One batch transform: ``preset(uint8 batch on the device, generator)`` -> float model input.
+
+    Args:
+        train: random crops / flips / lighting (True) or deterministic test views (False).
+        crop: side of the model input.
+        base_size: side of the stored images.
+        norm: mean (image or per channel) and std, in 0..255 pixel units.
+        pad: zero padding before random crops (small images: shifts of ``pad`` pixels).
+        flip: random horizontal mirrors in training.
+        lighting: PCA lighting in training (3-channel images only), or None.
+        tta: test views: "center" (one crop) or "10crop" (returns (B, 10, C, crop, crop)).
+    """
+
+    def __init__(self, *, train: bool, crop: int, base_size: int, norm: Normalization, pad: int = 0,
+                 flip: bool = False, lighting: Lighting | None = None, tta: str = "center"):
+        if crop > base_size + 2 * pad:
+            raise ValueError(f"crop {crop} is larger than the {base_size}-pixel images (+{pad} padding)")
+        if tta not in ("center", "10crop"):
+            raise ValueError(f"unknown test-time augmentation {tta!r}; expected 'center' or '10crop'")
+        if norm.is_image and norm.mean.shape[-1] != base_size:
+            raise ValueError(f"mean image is {norm.mean.shape[-1]} pixels, images are {base_size}")
+        if norm.is_image and pad:
+            raise ValueError("a mean image cannot be combined with padding; use a per-channel mean")
+        self.train, self.crop, self.base_size, self.norm = train, crop, base_size, norm
+        self.pad, self.flip, self.lighting, self.tta = pad, flip, lighting, tta
+        self._cache: dict = {}
+
+    def _stats(self, device):
+        if device not in self._cache:
+            self._cache[device] = (self.norm.mean.to(device), self.norm.std.to(device))
+        return self._cache[device]
+
+    def _normalize(self, crops, top, left, flip, device):
+        mean, std = self._stats(device)
+        x = crops.float()
+        if self.norm.is_image:  # the mean image, cropped and mirrored like the images
+            x -= crop_batch(mean.expand(x.shape[0], -1, -1, -1), top, left, self.crop, flip)
+        else:
+            x -= mean
+        return x.div_(std)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"expected a uint8 batch, got {images.dtype}")
+        b, device = images.shape[0], images.device
+        if not self.train:
+            views = [((self.base_size - self.crop) // 2,) * 2 + (False,)]
+            if self.tta == "10crop":
+                views = ten_crop_offsets(self.base_size, self.crop)
+            out = []
+            for top, left, mirror in views:
+                t, l_ = torch.full((b,), top), torch.full((b,), left)
+                f = torch.full((b,), mirror)
+                out.append(self._normalize(crop_batch(images, t, l_, self.crop, f), t, l_, f, device))
+            return out[0] if len(out) == 1 else torch.stack(out, 1)  # (B, 10, C, crop, crop)
+
+        # Random numbers are drawn on the CPU from one generator: the same seed gives the same
+        # augmentation on every device.
+        span = self.base_size + 2 * self.pad - self.crop + 1
+        top = torch.randint(0, span, (b,), generator=generator)
+        left = torch.randint(0, span, (b,), generator=generator)
+        flip = torch.rand(b, generator=generator) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
+        alpha = torch.randn(b, 3, generator=generator) * self.lighting.std if self.lighting else None
+        src = F.pad(images, (self.pad,) * 4) if self.pad else images
+        x = self._normalize(crop_batch(src, top, left, self.crop, flip), top, left, flip, device)
+        if alpha is not None and x.shape[1] == 3:
+            _, std = self._stats(device)
+            x += (self.lighting.shifts(alpha).to(device)[:, :, None, None] / std)
+        return x
+
+    def to_dict(self) -> dict:
+        """Everything needed to rebuild this preset (stored in checkpoints)."""
+        return {"crop": self.crop, "base_size": self.base_size, "norm": self.norm.to_dict(), "pad": self.pad,
+                "flip": self.flip, "lighting": None if self.lighting is None else self.lighting.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict, *, train: bool, tta: str = "center") -> "Preset":
+        return cls(train=train, crop=d["crop"], base_size=d["base_size"], norm=Normalization.from_dict(d["norm"]),
+                   pad=d["pad"], flip=d["flip"], lighting=Lighting.from_dict(d["lighting"]), tta=tta)

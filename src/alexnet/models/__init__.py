@@ -1,0 +1,49 @@
+"""The model zoo: ``create_model(name, num_classes=..., **options)`` over a small registry."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from .alexnet import AlexNet2012, AlexNetOWT
+from .base import ImageClassifier
+from .lrn import LocalResponseNorm, local_response_norm
+from .small import AlexNetSmall, LeNet5
+
+_REGISTRY: dict[str, Callable[..., ImageClassifier]] = {
+    "alexnet2012": AlexNet2012,
+    "alexnet-owt": AlexNetOWT,
+    "alexnet-small": AlexNetSmall,
+    "lenet5": LeNet5,
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return list(_REGISTRY)
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The keyword options a model accepts, with their defaults."""
+    sig = inspect.signature(_get(name))
+    return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def _get(name: str) -> Callable[..., ImageClassifier]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, *, num_classes: int = 1000, **options) -> ImageClassifier:
+    """Build a registered model, e.g. ``create_model("alexnet2012", lrn_mode="cuda-convnet")``."""
+    cls = _get(name)
+    unknown = set(options) - set(model_options(name))
+    if unknown:
+        raise ValueError(f"{name} has no option(s) {', '.join(sorted(unknown))}; "
+                         f"it accepts: {', '.join(model_options(name)) or 'none'}")
+    return cls(num_classes, **options)
+
+
+__all__ = ["AlexNet2012", "AlexNetOWT", "AlexNetSmall", "LeNet5", "ImageClassifier",
+           "LocalResponseNorm", "local_response_norm", "create_model", "list_models", "model_options"]

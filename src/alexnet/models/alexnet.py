@@ -1,0 +1,169 @@
+"""AlexNet as published (Krizhevsky, Sutskever & Hinton, NIPS 2012), and torchvision's layout.
+
+``AlexNet2012`` follows the paper's Figure 2 and sections 3-5 layer by layer:
+
+    layer  kernels                        stride/pad  output        notes
+    input                                             227x227x3     paper says 224; see below
+    conv1  96 x 11x11x3                   4 / 0       55x55x96      ReLU, LRN, maxpool 3x3/2 -> 27x27x96
+    conv2  256 x 5x5x48   (two towers)    1 / 2       27x27x256     ReLU, LRN, maxpool 3x3/2 -> 13x13x256
+    conv3  384 x 3x3x256  (towers talk)   1 / 1       13x13x384     ReLU
+    conv4  384 x 3x3x192  (two towers)    1 / 1       13x13x384     ReLU
+    conv5  256 x 3x3x192  (two towers)    1 / 1       13x13x256     ReLU, maxpool 3x3/2 -> 6x6x256
+    fc6    9216 -> 4096                                             ReLU, dropout 0.5
+    fc7    4096 -> 4096                                             ReLU, dropout 0.5
+    fc8    4096 -> 1000                                             softmax (in the loss)
+
+60,965,224 parameters with 1000 classes. The input is 227x227: an 11x11 stride-4 convolution
+without padding maps 224 to 54.25, not 55; (227 - 11) / 4 + 1 = 55 exactly, which is what Caffe
+and cuda-convnet's layer definitions use.
+
+The paper split every layer across two GTX 580 GPUs ("towers"); each GPU held half the kernels and
+the towers exchanged activations only at conv3 and the fully connected layers. On one device that
+is exactly ``groups=2`` on conv2, conv4 and conv5: each half of the output channels sees only the
+half of the input channels its own tower computed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from .base import ImageClassifier
+from .lrn import LocalResponseNorm
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+INITS = ("paper", "caffe", "kaiming", "torch")
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name](inplace=True) if name == "relu" else ACTIVATIONS[name]()
+
+
+def init_weights(model: nn.Module, scheme: str, ones: set[str], std: dict[str, float] | None = None) -> None:
+    """Initialize every conv / linear layer of ``model`` (named in its ``named_modules``).
+
+    - "paper": weights N(0, 0.01); biases 1 on the layers in ``ones`` (so their ReLUs start with
+      positive inputs, section 5), 0 elsewhere.
+    - "caffe": as bvlc_alexnet's prototxt: N(0, 0.01), fc6/fc7 N(0, 0.005), those biases 0.1.
+    - "kaiming": He normal (fan_out) weights, zero biases; the modern default.
+    - "torch": leave PyTorch's default initialization (what torchvision's AlexNet uses).
+    """
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r}; expected one of {INITS}")
+    if scheme == "torch":
+        return
+    std = std or {}
+    for name, m in model.named_modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        short = name.rsplit(".", 1)[-1]
+        if scheme == "kaiming":
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+            continue
+        nn.init.normal_(m.weight, 0.0, std.get(short, 0.01) if scheme == "caffe" else 0.01)
+        nn.init.constant_(m.bias, (1.0 if scheme == "paper" else 0.1) if short in ones else 0.0)
+
+
+class AlexNet2012(ImageClassifier):
+    """The paper's network; every option is one of the paper's ablations.
+
+    Args:
+        num_classes: output classes (1000 for ILSVRC).
+        activation: "relu" (paper) or "tanh" (the saturating baseline of Figure 1).
+        lrn: local response normalization after the ReLUs of conv1 and conv2 (paper: on;
+            -1.4% top-1 / -1.2% top-5 error).
+        lrn_mode: "paper" (alpha as printed), "cuda-convnet" (alpha / n) or "caffe" (alpha / n, k=1).
+        overlap_pool: 3x3 windows with stride 2 (paper) instead of 2x2/2 (-0.4% top-1 / -0.3% top-5).
+            Both give the same map sizes, 55 -> 27 -> 13 -> 6.
+        dropout: rate after the ReLUs of fc6 and fc7 (paper: 0.5; 0 turns it off).
+        towers: 2 = the two-GPU connectivity as groups=2 on conv2/4/5 (paper); 1 = every kernel sees
+            every channel (62,378,344 parameters). The paper's -1.7% / -1.2% compares with a one-tower
+            net that also had half the kernels.
+        init: "paper", "caffe", "kaiming" or "torch" (see :func:`init_weights`).
+    """
+
+    name = "alexnet2012"
+    input_size = (3, 227, 227)
+
+    def __init__(self, num_classes: int = 1000, *, activation: str = "relu", lrn: bool = True,
+                 lrn_mode: str = "paper", overlap_pool: bool = True, dropout: float = 0.5,
+                 towers: int = 2, init: str = "paper"):
+        super().__init__()
+        if towers not in (1, 2):
+            raise ValueError(f"towers must be 1 or 2, got {towers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        act = lambda: make_activation(activation)  # noqa: E731
+        pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
+        norm = lambda: LocalResponseNorm.from_mode(lrn_mode) if lrn else None  # noqa: E731
+        norm()  # validates lrn_mode
+        g = towers
+        layers = [
+            ("conv1", nn.Conv2d(3, 96, 11, stride=4)),               # (N, 96, 55, 55)
+            ("act1", act()), ("norm1", norm()), ("pool1", pool()),  # (N, 96, 27, 27)
+            ("conv2", nn.Conv2d(96, 256, 5, padding=2, groups=g)),   # (N, 256, 27, 27) 48 in per kernel
+            ("act2", act()), ("norm2", norm()), ("pool2", pool()),  # (N, 256, 13, 13)
+            ("conv3", nn.Conv2d(256, 384, 3, padding=1)),            # (N, 384, 13, 13) towers talk
+            ("act3", act()),
+            ("conv4", nn.Conv2d(384, 384, 3, padding=1, groups=g)),  # (N, 384, 13, 13) 192 in
+            ("act4", act()),
+            ("conv5", nn.Conv2d(384, 256, 3, padding=1, groups=g)),  # (N, 256, 13, 13) 192 in
+            ("act5", act()), ("pool5", pool()),                     # (N, 256, 6, 6)
+        ]
+        self.features = nn.Sequential(OrderedDict((n, m) for n, m in layers if m is not None))
+        self.pool = nn.Identity()
+        self.flatten = nn.Flatten(1)  # (N, 9216)
+        self.classifier = nn.Sequential(OrderedDict([
+            ("fc6", nn.Linear(256 * 6 * 6, 4096)), ("act6", act()), ("drop6", nn.Dropout(dropout)),
+            ("fc7", nn.Linear(4096, 4096)), ("act7", act()), ("drop7", nn.Dropout(dropout)),
+            ("fc8", nn.Linear(4096, num_classes)),
+        ]))
+        self.init = init
+        init_weights(self, init, ones={"conv2", "conv4", "conv5", "fc6", "fc7"},
+                     std={"fc6": 0.005, "fc7": 0.005})
+
+    def init_output_layer(self, layer: nn.Linear) -> None:
+        init_weights(nn.ModuleDict({"fc8": layer}), self.init, ones=set())
+
+
+class AlexNetOWT(ImageClassifier):
+    """torchvision's ``alexnet``: the single-tower layout of Krizhevsky's "One weird trick" (2014).
+
+    Widths 64-192-384-256-256, conv1 padded by 2 for a 224 input, no LRN, no groups, adaptive
+    average pooling to 6x6 (so any input >= 63x63 runs), dropout *before* fc6 and fc7.
+    61,100,840 parameters, 0.714 G multiply-adds at 224. The module indices give torchvision's
+    state-dict keys (``features.{0,3,6,8,10}``, ``classifier.{1,4,6}``), so its weight files load
+    unchanged with ``strict=True``.
+    """
+
+    name = "alexnet-owt"
+    input_size = (3, 224, 224)
+    min_size = 63
+
+    def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True),   # 0: 55x55x64
+            nn.MaxPool2d(3, 2),                                                # 27x27x64
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True),           # 3: 27x27x192
+            nn.MaxPool2d(3, 2),                                                # 13x13x192
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),          # 6: 13x13x384
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),          # 8: 13x13x256
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),          # 10: 13x13x256
+            nn.MaxPool2d(3, 2),                                                # 6x6x256
+        )
+        self.pool = nn.AdaptiveAvgPool2d((6, 6))
+        self.flatten = nn.Flatten(1)  # (N, 9216)
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),  # 1: fc6
+            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),         # 4: fc7
+            nn.Linear(4096, num_classes),                                              # 6: fc8
+        )
+        # PyTorch's default initialization, as torchvision.
+
+    def init_output_layer(self, layer: nn.Linear) -> None:
+        layer.reset_parameters()
