@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ..errors import UserError
 
-class ImageDecodeError(ValueError):
+
+class ImageDecodeError(UserError, ValueError):
     """A file that is not a decodable image."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
+from ..errors import UserError
 from .alexnet import AlexNet2012, AlexNetOWT
 from .base import ImageClassifier
 from .lrn import LocalResponseNorm, local_response_norm
@@ -16,6 +17,10 @@ _REGISTRY: dict[str, Callable[..., ImageClassifier]] = {
     "alexnet-small": AlexNetSmall,
     "lenet5": LeNet5,
 }
+
+
+class ModelError(UserError, ValueError):
+    """An unknown model name or option."""
 
 
 def list_models() -> list[str]:
@@ -31,7 +36,7 @@ def model_options(name: str) -> dict[str, object]:
 
 def _get(name: str) -> Callable[..., ImageClassifier]:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(_REGISTRY)}")
+        raise ModelError(f"unknown model {name!r}; choose from: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 
@@ -40,10 +45,13 @@ def create_model(name: str, *, num_classes: int = 1000, **options) -> ImageClass
     cls = _get(name)
     unknown = set(options) - set(model_options(name))
     if unknown:
-        raise ValueError(f"{name} has no option(s) {', '.join(sorted(unknown))}; "
+        raise ModelError(f"{name} has no option(s) {', '.join(sorted(unknown))}; "
                          f"it accepts: {', '.join(model_options(name)) or 'none'}")
-    return cls(num_classes, **options)
+    try:
+        return cls(num_classes, **options)
+    except (ValueError, TypeError) as e:  # a bad option value (towers=3, activation="gelu", ...)
+        raise ModelError(f"{name}: {e}") from None
 
 
 __all__ = ["AlexNet2012", "AlexNetOWT", "AlexNetSmall", "LeNet5", "ImageClassifier",
-           "LocalResponseNorm", "local_response_norm", "create_model", "list_models", "model_options"]
+           "LocalResponseNorm", "local_response_norm", "ModelError", "create_model", "list_models", "model_options"]

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 # What torchvision publishes for IMAGENET1K_V1 (alexnet-owt-7be5be79.pth), for reference.
 TORCHVISION_ALEXNET = {
     "file": "alexnet-owt-7be5be79.pth",
@@ -22,7 +24,7 @@ TORCHVISION_ALEXNET = {
 }
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weights file that cannot be read or does not fit the model."""
 
 

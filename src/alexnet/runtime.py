@@ -1,0 +1,65 @@
+"""Device, precision and compilation choices, shared by training, evaluation and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` takes CUDA, then MPS, then the CPU; an explicit device that is absent is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but this PyTorch build sees no CUDA GPU")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps was asked for, but MPS is not available here")
+    return device
+
+
+def check_amp(amp: str) -> None:
+    if amp not in AMP_DTYPES:
+        raise UserError(f"unknown --amp {amp!r}; expected one of {', '.join(AMP_DTYPES)}")
+
+
+def autocast(device: torch.device, amp: str):
+    """Mixed-precision context for the forward pass (a no-op for ``amp="off"``)."""
+    check_amp(amp)
+    if AMP_DTYPES[amp] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
+    """Loss scaling is needed for fp16 only (bf16 has float32's range)."""
+    return torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda"))
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool = False,
+                  compile: bool = False) -> nn.Module:
+    """Move ``model`` to ``device`` (in place) and return the module to call: ``model`` itself, or
+    its ``torch.compile``d wrapper. Always save ``model``, never the wrapper."""
+    model.to(device=device, memory_format=memory_format(channels_last))
+    if compile:
+        return torch.compile(model)
+    return model
