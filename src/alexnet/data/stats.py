@@ -51,3 +51,8 @@ def compute_stats(split: ImageSet, *, batch_size: int = 256, workers: int = 0,
         out["eigval"] = eigval.flip(0).float()
         out["eigvec"] = eigvec.flip(1).float()
     return out
+
+
+def load_or_compute_stats(source, max_images: int | None = None, workers: int = 0) -> dict:
+    """Statistics of ``source``'s training split (computed; a cached version may replace this)."""
+    return compute_stats(source.split("train"), max_images=max_images, workers=workers)

@@ -17,6 +17,7 @@ training set's own) for models that expect unit-variance inputs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +114,42 @@ def ten_crop_offsets(base: int, size: int) -> list[tuple[int, int, bool]]:
     return [(t, l_, False) for t, l_ in five] + [(t, l_, True) for t, l_ in five]
 
 
+def random_boxes(n: int, size: int, generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 10):
+    """(n, 4) boxes ``top, left, height, width`` of random area and aspect ratio inside a square
+    image, as torchvision's RandomResizedCrop draws them (first of ``tries`` that fits, else the
+    whole image)."""
+    area = size * size * torch.empty(n, tries).uniform_(*scale, generator=generator)
+    log_r = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    r = log_r.exp()
+    w = (area * r).sqrt().round().long()
+    h = (area / r).sqrt().round().long()
+    fits = (w > 0) & (h > 0) & (w <= size) & (h <= size)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1))
+    rows = torch.arange(n)
+    h = torch.where(first >= 0, h[rows, first.clamp_min(0)], torch.full((n,), size))
+    w = torch.where(first >= 0, w[rows, first.clamp_min(0)], torch.full((n,), size))
+    u = torch.rand(n, 2, generator=generator)
+    top = (u[:, 0] * (size - h + 1)).long().clamp_max(size - h)
+    left = (u[:, 1] * (size - w + 1)).long().clamp_max(size - w)
+    return torch.stack([top, left, h, w], 1)
+
+
+def resized_crops(images: torch.Tensor, size: int, flip: torch.Tensor, generator,
+                  scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """Random-resized crops of a uint8 (B, C, S, S) batch, bilinear, as one ``grid_sample``."""
+    b, _, s, _ = images.shape
+    top, left, h, w = random_boxes(b, s, generator, scale, ratio).T.float()
+    theta = torch.zeros(b, 2, 3)
+    # output [-1, 1] -> the box, in the input's [-1, 1] coordinates (align_corners=False)
+    theta[:, 0, 0] = torch.where(flip, -1.0, 1.0) * w / s  # a mirror flips the x axis
+    theta[:, 0, 2] = (2 * left + w) / s - 1
+    theta[:, 1, 1] = h / s
+    theta[:, 1, 2] = (2 * top + h) / s - 1
+    theta = theta.to(images.device)
+    grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 class Preset:
     """One batch transform: ``preset(uint8 batch on the device, generator)`` -> float model input.
 
@@ -125,20 +162,24 @@ class Preset:
         flip: random horizontal mirrors in training.
         lighting: PCA lighting in training (3-channel images only), or None.
         tta: test views: "center" (one crop) or "10crop" (returns (B, 10, C, crop, crop)).
+        resized: training crops of random area (8%-100%) and aspect ratio (3/4-4/3) resized to
+            ``crop`` (torchvision's RandomResizedCrop) instead of the paper's fixed-size crops.
     """
 
     def __init__(self, *, train: bool, crop: int, base_size: int, norm: Normalization, pad: int = 0,
-                 flip: bool = False, lighting: Lighting | None = None, tta: str = "center"):
+                 flip: bool = False, lighting: Lighting | None = None, tta: str = "center",
+                 resized: bool = False):
         if crop > base_size + 2 * pad:
             raise ValueError(f"crop {crop} is larger than the {base_size}-pixel images (+{pad} padding)")
         if tta not in ("center", "10crop"):
             raise ValueError(f"unknown test-time augmentation {tta!r}; expected 'center' or '10crop'")
         if norm.is_image and norm.mean.shape[-1] != base_size:
             raise ValueError(f"mean image is {norm.mean.shape[-1]} pixels, images are {base_size}")
-        if norm.is_image and pad:
-            raise ValueError("a mean image cannot be combined with padding; use a per-channel mean")
+        if norm.is_image and (pad or resized):
+            raise ValueError("a mean image cannot be combined with padding or resized crops; "
+                             "use a per-channel mean")
         self.train, self.crop, self.base_size, self.norm = train, crop, base_size, norm
-        self.pad, self.flip, self.lighting, self.tta = pad, flip, lighting, tta
+        self.pad, self.flip, self.lighting, self.tta, self.resized = pad, flip, lighting, tta, resized
         self._cache: dict = {}
 
     def _stats(self, device):
@@ -177,8 +218,11 @@ class Preset:
         left = torch.randint(0, span, (b,), generator=generator)
         flip = torch.rand(b, generator=generator) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
         alpha = torch.randn(b, 3, generator=generator) * self.lighting.std if self.lighting else None
-        src = F.pad(images, (self.pad,) * 4) if self.pad else images
-        x = self._normalize(crop_batch(src, top, left, self.crop, flip), top, left, flip, device)
+        if self.resized:
+            x = self._normalize(resized_crops(images, self.crop, flip, generator), None, None, None, device)
+        else:
+            src = F.pad(images, (self.pad,) * 4) if self.pad else images
+            x = self._normalize(crop_batch(src, top, left, self.crop, flip), top, left, flip, device)
         if alpha is not None and x.shape[1] == 3:
             _, std = self._stats(device)
             x += (self.lighting.shifts(alpha).to(device)[:, :, None, None] / std)
@@ -187,9 +231,11 @@ class Preset:
     def to_dict(self) -> dict:
         """Everything needed to rebuild this preset (stored in checkpoints)."""
         return {"crop": self.crop, "base_size": self.base_size, "norm": self.norm.to_dict(), "pad": self.pad,
-                "flip": self.flip, "lighting": None if self.lighting is None else self.lighting.to_dict()}
+                "flip": self.flip, "lighting": None if self.lighting is None else self.lighting.to_dict(),
+                "resized": self.resized}
 
     @classmethod
     def from_dict(cls, d: dict, *, train: bool, tta: str = "center") -> "Preset":
         return cls(train=train, crop=d["crop"], base_size=d["base_size"], norm=Normalization.from_dict(d["norm"]),
-                   pad=d["pad"], flip=d["flip"], lighting=Lighting.from_dict(d["lighting"]), tta=tta)
+                   pad=d["pad"], flip=d["flip"], lighting=Lighting.from_dict(d["lighting"]), tta=tta,
+                   resized=d.get("resized", False))

@@ -48,7 +48,7 @@ def init_weights(model: nn.Module, scheme: str, ones: set[str], std: dict[str, f
     - "paper": weights N(0, 0.01); biases 1 on the layers in ``ones`` (so their ReLUs start with
       positive inputs, section 5), 0 elsewhere.
     - "caffe": as bvlc_alexnet's prototxt: N(0, 0.01), fc6/fc7 N(0, 0.005), those biases 0.1.
-    - "kaiming": He normal (fan_out) weights, zero biases; the modern default.
+    - "kaiming": He normal weights (fan_in: keeps the forward signal's scale), zero biases.
     - "torch": leave PyTorch's default initialization (what torchvision's AlexNet uses).
     """
     if scheme not in INITS:
@@ -61,7 +61,7 @@ def init_weights(model: nn.Module, scheme: str, ones: set[str], std: dict[str, f
             continue
         short = name.rsplit(".", 1)[-1]
         if scheme == "kaiming":
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             nn.init.zeros_(m.bias)
             continue
         nn.init.normal_(m.weight, 0.0, std.get(short, 0.01) if scheme == "caffe" else 0.01)
@@ -101,7 +101,7 @@ class AlexNet2012(ImageClassifier):
         pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
         norm = lambda: LocalResponseNorm.from_mode(lrn_mode) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
-        g = towers
+        g = self.towers = towers
         layers = [
             ("conv1", nn.Conv2d(3, 96, 11, stride=4)),               # (N, 96, 55, 55)
             ("act1", act()), ("norm1", norm()), ("pool1", pool()),  # (N, 96, 27, 27)

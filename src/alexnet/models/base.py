@@ -18,6 +18,7 @@ class ImageClassifier(nn.Module):
     name: str = ""
     input_size: tuple[int, int, int] = (3, 224, 224)
     min_size: int | None = None  # accept any H, W >= min_size (adaptive pooling); None: exact size
+    towers: int = 1  # 2: the paper's two-GPU connectivity (conv1's kernels split in two halves)
 
     features: nn.Module
     pool: nn.Module

@@ -73,7 +73,7 @@ class AlexNetSmall(ImageClassifier):
         pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
         norm = lambda: LocalResponseNorm.from_mode(lrn_mode) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
-        g = towers
+        g = self.towers = towers
         layers = [
             ("conv1", nn.Conv2d(in_chans, 64, 5, padding=2)),         # (N, 64, S, S)
             ("act1", act()), ("norm1", norm()), ("pool1", pool()),   # (N, 64, S1, S1)

@@ -1,0 +1,57 @@
+"""One distributed path: torchrun + DistributedDataParallel. Without torchrun's environment
+everything below is a single process and the collectives are no-ops."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+
+from ..runtime import pick_device
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def primary(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return t
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is True on any rank (e.g. a stop request)."""
+        if self.world == 1:
+            return flag
+        return bool(self.all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            tdist.barrier()
+
+
+def compute_init(device_name: str = "auto") -> tuple[Dist, torch.device]:
+    """Start the process group when launched by torchrun; pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), pick_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local_rank), device
+
+
+def compute_cleanup() -> None:
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
