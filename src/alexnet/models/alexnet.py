@@ -42,13 +42,15 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name](inplace=True) if name == "relu" else ACTIVATIONS[name]()
 
 
-def init_weights(model: nn.Module, scheme: str, ones: set[str], std: dict[str, float] | None = None) -> None:
+def init_weights(model: nn.Module, scheme: str, ones: set[str], std: dict[str, float] | None = None,
+                 output: str = "") -> None:
     """Initialize every conv / linear layer of ``model`` (named in its ``named_modules``).
 
     - "paper": weights N(0, 0.01); biases 1 on the layers in ``ones`` (so their ReLUs start with
       positive inputs, section 5), 0 elsewhere.
     - "caffe": as bvlc_alexnet's prototxt: N(0, 0.01), fc6/fc7 N(0, 0.005), those biases 0.1.
-    - "kaiming": He normal weights (fan_in: keeps the forward signal's scale), zero biases.
+    - "kaiming": He normal weights (fan_in: keeps the forward signal's scale), zero biases; the
+      ``output`` layer N(0, 0.01), so the first predictions are near uniform.
     - "torch": leave PyTorch's default initialization (what torchvision's AlexNet uses).
     """
     if scheme not in INITS:
@@ -61,7 +63,10 @@ def init_weights(model: nn.Module, scheme: str, ones: set[str], std: dict[str, f
             continue
         short = name.rsplit(".", 1)[-1]
         if scheme == "kaiming":
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if short == output:
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             nn.init.zeros_(m.bias)
             continue
         nn.init.normal_(m.weight, 0.0, std.get(short, 0.01) if scheme == "caffe" else 0.01)
@@ -124,10 +129,10 @@ class AlexNet2012(ImageClassifier):
         ]))
         self.init = init
         init_weights(self, init, ones={"conv2", "conv4", "conv5", "fc6", "fc7"},
-                     std={"fc6": 0.005, "fc7": 0.005})
+                     std={"fc6": 0.005, "fc7": 0.005}, output="fc8")
 
     def init_output_layer(self, layer: nn.Linear) -> None:
-        init_weights(nn.ModuleDict({"fc8": layer}), self.init, ones=set())
+        init_weights(nn.ModuleDict({"fc8": layer}), self.init, ones=set(), output="fc8")
 
 
 class AlexNetOWT(ImageClassifier):

@@ -99,10 +99,10 @@ class AlexNetSmall(ImageClassifier):
         ]))
         self.init = init
         init_weights(self, init, ones={"conv2", "conv4", "conv5", "fc6", "fc7"},
-                     std={"fc6": 0.005, "fc7": 0.005})
+                     std={"fc6": 0.005, "fc7": 0.005}, output="fc8")
 
     def init_output_layer(self, layer: nn.Linear) -> None:
-        init_weights(nn.ModuleDict({"fc8": layer}), self.init, ones=set())
+        init_weights(nn.ModuleDict({"fc8": layer}), self.init, ones=set(), output="fc8")
 
 
 class LeNet5(ImageClassifier):
