@@ -94,8 +94,8 @@ def decode_file(path: str | os.PathLike, size: int, channels: int = 3, *,
         with _strict_pillow(), Image.open(path) as img:
             w, h = img.size
             if w * h > MAX_IMAGE_PIXELS:
-                raise ImageDecodeError(f"{path}: {w}x{h} pixels is over the decompression-bomb limit "
-                                       f"of {MAX_IMAGE_PIXELS:,}")
+                raise ImageDecodeError(f"{path}: {w}x{h} pixels, over the decompression-bomb limit "
+                                       f"of {MAX_IMAGE_PIXELS:,} pixels")
             orientation = _orientation(img)
             if draft and img.format == "JPEG":
                 # Pillow picks the largest of 1/8, 1/4, 1/2 that keeps both sides >= size.
@@ -108,6 +108,9 @@ def decode_file(path: str | os.PathLike, size: int, channels: int = 3, *,
             arr = np.array(out, dtype=np.uint8)
     except ImageDecodeError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # raised by Image.open
+        raise ImageDecodeError(f"{path}: over the decompression-bomb limit of {MAX_IMAGE_PIXELS:,} pixels "
+                               f"({e})") from None
     except Exception as e:  # noqa: BLE001 - a broken file can make Pillow raise almost anything
         raise ImageDecodeError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     return (arr[:, :, None] if arr.ndim == 2 else arr), (w, h)
