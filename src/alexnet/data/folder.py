@@ -265,7 +265,7 @@ def _labels_from_ground_truth(scan: FolderScan, path: str, meta: str | None, fil
     for i, f in enumerate(files, 1):
         m = re.search(r"_(\d+)\.[^.]+$", f)
         if m and int(m.group(1)) != i:
-            scan.problems.append(f"{path}: image {i} in name order is {f}, whose number says line {m.group(1)}")
+            scan.problems.append(f"{path}: image {i} in name order is {f}, whose number says line {int(m.group(1))}")
             return None
     bad = [k for k in lines if k not in ids]
     if bad:

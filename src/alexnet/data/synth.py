@@ -145,6 +145,11 @@ def render(k: int, rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
+def _check_classes(n: int) -> None:
+    if not 1 <= n <= MAX_CLASSES:
+        raise DataError(f"synthetic data has 1 to at most {MAX_CLASSES} classes, asked for {n}")
+
+
 def image_rng(seed: int, split: str, k: int, i: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLIT_IDS[split], k, i])
 
@@ -162,8 +167,7 @@ def write_folder(out: str, *, classes: int, per_class: dict[str, int], size: int
     """Write ``out/<split>/<class>/<class>_<i>.JPEG`` for each split in ``per_class``; returns counts."""
     from .base import parallel_map
 
-    if classes < 1 or classes > MAX_CLASSES:
-        raise DataError(f"--classes must be 1..{MAX_CLASSES}, got {classes}")
+    _check_classes(classes)
     if os.path.exists(out) and os.listdir(out):
         raise DataError(f"{out} exists and is not empty; synthetic data goes into a new folder")
     ids = class_ids(classes)
@@ -182,8 +186,7 @@ def synthetic_source(*, classes: int = 10, per_class: int = 50, val_per_class: i
     """The same images, made in memory and brought to ``base_size`` like decoded photos."""
     from .decode import resize_center_crop
 
-    if classes < 1 or classes > MAX_CLASSES:
-        raise DataError(f"synthetic: classes must be 1..{MAX_CLASSES}, got {classes}")
+    _check_classes(classes)
     counts = {"train": per_class, "val": val_per_class if val_per_class is not None else max(1, per_class // 5),
               "test": test_per_class if test_per_class is not None else max(1, per_class // 5)}
     splits = {}
@@ -194,7 +197,7 @@ def synthetic_source(*, classes: int = 10, per_class: int = 50, val_per_class: i
         for k in range(classes):
             for i in range(n):
                 img = resize_center_crop(render(k, image_rng(seed, split, k, i), size), base_size)
-                images[k * n + i] = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)
+                images[k * n + i] = torch.from_numpy(np.array(img)).permute(2, 0, 1)
         splits[split] = TensorImageSet(images, np.repeat(np.arange(classes), n))
     ids = class_ids(classes)
     return DataSource(
