@@ -63,7 +63,8 @@ def test_synth_classes_are_not_told_apart_by_colour_alone(tmp_path):
 
 
 def test_prepare_check_and_errors(synth_dir, tmp_path, capsys):
-    bad = bad_files(str(synth_dir / "train" / sorted(os.listdir(synth_dir / "train"))[0]), jpeg(sample_photos()[0]))
+    first_class = synth_dir / "train" / sorted(os.listdir(synth_dir / "train"))[0]
+    bad = bad_files(str(first_class), jpeg(sample_photos()[0]))
     tiny = synth_dir / "val" / sorted(os.listdir(synth_dir / "val"))[1] / "tiny.JPEG"
     Image.new("RGB", (20, 12), (9, 9, 9)).save(tiny, "JPEG")
     try:
@@ -112,7 +113,8 @@ def test_missing_dataset_is_one_line_and_exit_2(cli, tmp_path):
 
 def test_stats_command_equals_numpy_eigh(tmp_path, capsys):
     _, _, test_x, _ = write_cifar10(str(tmp_path), per_class_per_batch=3)
-    rc, out, _ = run(capsys, "data", "stats", f"cifar10:{tmp_path}", "--split", "test", "--json", "--no-cache")
+    rc, out, _ = run(capsys, "data", "stats", f"cifar10:{tmp_path}", "--split", "test", "--json",
+                     "--no-cache")
     assert rc == 0
     got = json.loads(out)
     flat = test_x.transpose(1, 0, 2, 3).reshape(3, -1) / 255.0  # (3, pixels) of the test batch as written
@@ -136,7 +138,8 @@ def test_bench_data_runs_all_three_paths(synth_dir, capsys):
     assert got["results"]["folder"]["images"] == 8 and got["results"]["store"]["images"] % 8 == 0
     ref = got["results"]["reference"]["images_per_s"]
     for k, r in got["results"].items():
-        assert r["images_per_s"] > 0 and got["ratios"][k] == pytest.approx(r["images_per_s"] / ref, rel=0.01)
+        assert r["images_per_s"] > 0  # ratios are rounded to two decimals
+        assert got["ratios"][k] == pytest.approx(r["images_per_s"] / ref, rel=0.01, abs=0.006)
     rc, out, _ = run(capsys, "bench", "data", "--data", synth_dir, "--batches", "1", "--batch-size", "4",
                      "--workers", "0")
     assert rc == 0 and "(c) prepared store" in out and "images/s" in out

@@ -17,10 +17,12 @@ import numpy as np
 from PIL import Image
 
 
-def png_bytes(width: int, height: int, *, bit_depth: int, color_type: int, rows: bytes | None = None) -> bytes:
+def png_bytes(width: int, height: int, *, bit_depth: int, color_type: int,
+              rows: bytes | None = None) -> bytes:
     """A PNG by hand: signature, IHDR, one IDAT of ``rows`` (filter byte 0 per row), IEND."""
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     idat = zlib.compress(rows if rows is not None else b"\x00" * 64)
@@ -89,7 +91,8 @@ def write_cifar10(folder: str, per_class_per_batch: int = 2, *, bytes_keys: bool
                          key("data"): images.reshape(len(labels), 3072)}, f, protocol=2)
         parts.append((images, labels))
     with open(os.path.join(root, "batches.meta"), "wb") as f:
-        pickle.dump({key("label_names"): [f"class{i}" for i in range(10)], key("num_vis"): 3072}, f, protocol=2)
+        names = [f"class{i}" for i in range(10)]
+        pickle.dump({key("label_names"): names, key("num_vis"): 3072}, f, protocol=2)
     train_x = np.concatenate([p[0] for p in parts[:5]])
     train_y = np.concatenate([p[1] for p in parts[:5]])
     return train_x, train_y, parts[5][0], parts[5][1]

@@ -35,7 +35,8 @@ def reference_decode(path: str, size: int = SIZE) -> np.ndarray:
         img = img.convert("RGB")
         w, h = img.size
         scale = size / min(w, h)
-        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
+        new_size = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize(new_size, Image.Resampling.BILINEAR)
         left, top = (img.width - size) // 2, (img.height - size) // 2
         return np.array(img.crop((left, top, left + size, top + size)))
 
@@ -76,9 +77,9 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "pillow": pil_version, "libjpeg_turbo": features.version("libjpeg_turbo"),
-            "date": time.strftime("%Y-%m-%d")}
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "pillow": pil_version,
+            "libjpeg_turbo": features.version("libjpeg_turbo"), "date": time.strftime("%Y-%m-%d")}
 
 
 def run(data: str, *, batches: int = 10, batch_size: int = 128, workers: int = 2, store: str | None = None,
@@ -131,8 +132,8 @@ def format_table(out: dict) -> str:
               "folder_1process": "(b) folder path, 1 process",
               "folder": f"(b) folder path, {out['workers']} workers",
               "store": "(c) prepared store, 1 process"}
-    lines = [f"input pipeline: {out['images']} training images of {out['data']}, batches of {out['batch_size']} "
-             f"uint8 3x256x256", f"{'':38s} {'images/s':>10s} {'vs (a)':>8s}"]
+    lines = [f"input pipeline: {out['images']} training images of {out['data']}, "
+             f"batches of {out['batch_size']} uint8 3x256x256", f"{'':38s} {'images/s':>10s} {'vs (a)':>8s}"]
     for k, r in out["results"].items():
         lines.append(f"{labels[k]:38s} {r['images_per_s']:10.1f} {out['ratios'][k]:7.2f}x")
     if out["prepare"]:
@@ -146,19 +147,21 @@ def format_table(out: dict) -> str:
 
 
 def _bench_data(args) -> int:
-    out = run(args.data, batches=args.batches, batch_size=args.batch_size, workers=args.workers, store=args.store)
+    out = run(args.data, batches=args.batches, batch_size=args.batch_size, workers=args.workers,
+              store=args.store)
     print(json.dumps(out, indent=1) if args.json else format_table(out))
     return 0
 
 
 def add_parser(bsub) -> None:
-    p = bsub.add_parser("data", help="input pipeline throughput against a plain Pillow reference",
-                        description="Images/s of (a) a plain per-image Pillow pipeline, (b) our folder path and "
-                                    "(c) our prepared store, on the same random training images of --data.")
+    p = bsub.add_parser("data", help="input pipeline throughput against a Pillow reference", description=(
+        "Images/s of (a) a plain per-image Pillow pipeline, (b) our folder path and (c) our prepared "
+        "store, on the same random training images of --data."))
     p.add_argument("--data", required=True, help="an image folder spec (e.g. made by `alexnet data synth`)")
     p.add_argument("--batches", type=int, default=10, help="batches to time (default: 10)")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
     p.add_argument("--workers", type=int, default=2, help="loader worker processes for (b) (default: 2)")
-    p.add_argument("--store", help="a prepared store of the same data for (c) (default: prepare one, temporarily)")
+    p.add_argument("--store",
+                   help="a prepared store of the same data for (c) (default: prepare one, temporarily)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_bench_data)

@@ -66,8 +66,8 @@ def detect_kind(path: str) -> str:
         subdirs = [e.path for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")]
         if any(list_images(d) for d in subdirs):
             return "folder"
-    raise DataError(f"cannot tell what dataset {path} is: expected a prepared store, CIFAR-10 batches, MNIST idx "
-                    "files, or image folders (PATH/train/<class>/*, or PATH/<class>/*)")
+    raise DataError(f"cannot tell what dataset {path} is: expected a prepared store, CIFAR-10 batches, "
+                    "MNIST idx files, or image folders (PATH/train/<class>/*, or PATH/<class>/*)")
 
 
 def _synthetic_options(text: str) -> dict:
@@ -75,7 +75,8 @@ def _synthetic_options(text: str) -> dict:
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
         if key not in SYNTHETIC_KEYS or not sep:
-            raise DataError(f"synthetic: expected KEY=VALUE with KEY in {', '.join(SYNTHETIC_KEYS)}, got {item!r}")
+            raise DataError(f"synthetic: expected KEY=VALUE with KEY in {', '.join(SYNTHETIC_KEYS)}, "
+                            f"got {item!r}")
         try:
             options[SYNTHETIC_KEYS[key]] = int(value)
         except ValueError:

@@ -36,8 +36,8 @@ def check_dataset(spec: str, *, workers: int = 0, tiny: int = TINY_SIDE) -> dict
     kind, arg = parse_spec(spec)
     if kind not in ("folder", "imagenet"):
         source = build_source(spec)  # a broken file raises DataError: the one-line reason
-        splits = {s: {"images": len(ds), "per_class": _per_class(ds.targets, source.classes), "undecodable": [],
-                      "tiny": []} for s, ds in source.splits.items()}
+        splits = {s: {"images": len(ds), "per_class": _per_class(ds.targets, source.classes),
+                      "undecodable": [], "tiny": []} for s, ds in source.splits.items()}
         return {"source": spec, "kind": kind, "classes": source.num_classes, "problems": [], "usable": True,
                 "notes": source.notes, "splits": splits}
 
@@ -65,8 +65,8 @@ def check_dataset(spec: str, *, workers: int = 0, tiny: int = TINY_SIDE) -> dict
             dead = [c for c, f in zip(scan.classes, files) if f and not splits[split]["per_class"][c]]
             if dead:
                 problems.append(f"{len(dead)} training class(es) with no decodable image, e.g. {dead[0]}")
-    return {"source": spec, "kind": kind, "root": scan.root, "classes": len(scan.classes), "problems": problems,
-            "usable": not problems, "notes": scan.notes, "splits": splits}
+    return {"source": spec, "kind": kind, "root": scan.root, "classes": len(scan.classes),
+            "problems": problems, "usable": not problems, "notes": scan.notes, "splits": splits}
 
 
 def _per_class(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
@@ -77,7 +77,8 @@ def _per_class(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
 def format_report(report: dict, *, max_classes: int = 30) -> str:
     """The report as text: a table of splits, per-class counts (or their extremes), files, problems."""
     lines = [f"{report['source']}: {report['classes']} classes"]
-    lines.append(f"{'split':8s} {'images':>9s} {'bad':>6s} {'tiny':>6s} {'min/class':>10s} {'max/class':>10s}")
+    lines.append(f"{'split':8s} {'images':>9s} {'bad':>6s} {'tiny':>6s} {'min/class':>10s} "
+                 f"{'max/class':>10s}")
     for split, s in report["splits"].items():
         counts = list(s["per_class"].values())
         lines.append(f"{split:8s} {s['images']:9d} {len(s['undecodable']):6d} {len(s['tiny']):6d} "

@@ -73,7 +73,8 @@ def _stats(args) -> int:
         stats = load_or_compute_stats(source, args.max_images, args.workers, split=args.split)
         cached = stats_path(source, args.split, args.max_images)
     out = {"source": args.src, "split": source.eval_split_name(args.split), "count": stats["count"],
-           "skipped": stats["skipped"], "cache": cached, "mean": stats["mean"].tolist(), "std": stats["std"].tolist()}
+           "skipped": stats["skipped"], "cache": cached, "mean": stats["mean"].tolist(),
+           "std": stats["std"].tolist()}
     if "eigval" in stats:
         out["eigval"], out["eigvec"] = stats["eigval"].tolist(), stats["eigvec"].tolist()
     if args.json:
@@ -90,7 +91,8 @@ def _stats(args) -> int:
         print("  ImageNet (spec preset): " + " ".join(f"{v:9.4f}" for v in IMAGENET_EIGVAL))
         print("  eigenvectors (columns; rows R, G, B), then the ImageNet preset's:")
         for c, row, ref in zip("RGB", out["eigvec"], IMAGENET_EIGVEC):
-            print(f"    {c} " + " ".join(f"{v:9.4f}" for v in row) + "    |" + " ".join(f"{v:9.4f}" for v in ref))
+            print(f"    {c} " + " ".join(f"{v:9.4f}" for v in row) + "    |"
+                  + " ".join(f"{v:9.4f}" for v in ref))
     return 0
 
 
@@ -99,25 +101,27 @@ def add_parser(sub) -> None:
                        description="Make, convert, check and measure datasets (`--data SPEC` sources).")
     dsub = p.add_subparsers(dest="data_command", metavar="WHAT", required=True)
 
-    s = dsub.add_parser("synth", help="write a synthetic ImageNet-like folder of JPEGs",
-                        description="Write OUT/<split>/<class>/*.JPEG: classes are shape x colour x texture "
-                                    "combinations at random positions, scales and rotations, with clutter and "
-                                    "noise; sizes vary around --size. Deterministic for a given --seed.")
+    s = dsub.add_parser("synth", help="write a synthetic ImageNet-like folder of JPEGs", description=(
+        "Write OUT/<split>/<class>/*.JPEG: classes are shape x colour x texture combinations at random "
+        "positions, scales and rotations, with clutter and noise; sizes vary around --size. "
+        "Deterministic for a given --seed."))
     s.add_argument("out", help="output folder (new or empty)")
     s.add_argument("--classes", type=int, default=10, help="number of classes, at most 144 (default: 10)")
     s.add_argument("--per-class", type=int, default=50, help="training images per class (default: 50)")
     s.add_argument("--val-per-class", type=int, default=None,
                    help="validation (and test) images per class (default: per-class // 5, at least 1)")
-    s.add_argument("--size", type=int, default=500, help="typical longer side in pixels, +-15%% (default: 500)")
+    s.add_argument("--size", type=int, default=500,
+                   help="typical longer side in pixels, +-15%% (default: 500)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    s.add_argument("--splits", default="train,val", help="splits to write, of train,val,test (default: train,val)")
+    s.add_argument("--splits", default="train,val",
+                   help="splits to write, of train,val,test (default: train,val)")
     s.add_argument("--workers", type=int, default=0, help="worker processes (default: 0, this process)")
     s.set_defaults(func=_synth)
 
-    s = dsub.add_parser("prepare", help="convert a dataset into a fast pre-resized store",
-                        description="Decode every image of SRC once (shorter side to 256, centre crop) into "
-                                    "memory-mappable .npy files in OUT; `--data OUT` then reads batches without "
-                                    "decoding. Undecodable files are skipped and listed.")
+    s = dsub.add_parser("prepare", help="convert a dataset into a fast pre-resized store", description=(
+        "Decode every image of SRC once (shorter side to 256, centre crop) into memory-mappable .npy "
+        "files in OUT; `--data OUT` then reads batches without decoding. Undecodable files are skipped "
+        "and listed."))
     s.add_argument("src", help="dataset spec (a folder, imagenet:PATH, ...)")
     s.add_argument("out", help="output folder (must not exist; written atomically)")
     s.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
@@ -125,26 +129,28 @@ def add_parser(sub) -> None:
     s.add_argument("--batch-size", type=int, default=64, help="images per decoding task (default: 64)")
     s.set_defaults(func=_prepare)
 
-    s = dsub.add_parser("check", help="report what is wrong with a dataset, without training",
-                        description="Walk SRC, decode every file as training would, and report counts per "
-                                    "split and class, undecodable files, tiny images, label-file mismatches and "
-                                    "empty classes. Exit 0 if usable, 2 with a one-line reason otherwise.")
+    s = dsub.add_parser("check", help="report what is wrong with a dataset, without training", description=(
+        "Walk SRC, decode every file as training would, and report counts per split and class, "
+        "undecodable files, tiny images, label-file mismatches and empty classes. Exit 0 if usable, "
+        "2 with a one-line reason otherwise."))
     s.add_argument("src", help="dataset spec")
     s.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                    help=f"decoding processes (default: {DEFAULT_WORKERS})")
-    s.add_argument("--tiny", type=int, default=64, help="report images whose shorter side is below this (default: 64)")
+    s.add_argument("--tiny", type=int, default=64,
+                   help="report images whose shorter side is below this (default: 64)")
     s.add_argument("--strict", action="store_true", help="also fail when any file is undecodable")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=_check)
 
     s = dsub.add_parser("stats", help="mean, std and the RGB PCA (eigenvalues/vectors) of a training set",
-                        description="Per-channel mean and std and the eigen-decomposition of the 3x3 RGB "
-                                    "covariance (pixels in [0, 1]) used by the paper's PCA lighting. Cached with "
-                                    "the dataset; training uses the same numbers.")
+                        description=(
+        "Per-channel mean and std and the eigen-decomposition of the 3x3 RGB covariance (pixels in "
+        "[0, 1]) used by the paper's PCA lighting. Cached with the dataset; training uses the same numbers."))
     s.add_argument("src", help="dataset spec")
     s.add_argument("--split", default="train", help="split to measure (default: train)")
     s.add_argument("--max-images", type=int, default=None, help="use a random subset of this many images")
     s.add_argument("--workers", type=int, default=0, help="decoding processes (default: 0)")
-    s.add_argument("--no-cache", action="store_true", help="compute afresh, neither reading nor writing the cache")
+    s.add_argument("--no-cache", action="store_true",
+                   help="compute afresh, neither reading nor writing the cache")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_stats)

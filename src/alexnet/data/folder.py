@@ -216,7 +216,8 @@ def _flat_labels(scan: FolderScan, folder: str, files: list[str], index: dict[st
     if csv_path:
         wnids, source = _labels_from_csv(scan, csv_path, files, split), csv_path
     elif gt_path:
-        wnids, source = _labels_from_ground_truth(scan, gt_path, _find("meta.mat", dirs), files, split), gt_path
+        meta = _find("meta.mat", dirs)
+        wnids, source = _labels_from_ground_truth(scan, gt_path, meta, files, split), gt_path
     else:
         scan.problems.append(f"{split}/ is a flat folder of {len(files)} images, but no label file was found "
                              "(LOC_val_solution.csv, or ILSVRC2012_validation_ground_truth.txt with the "
@@ -243,8 +244,8 @@ def _labels_from_csv(scan: FolderScan, path: str, files: list[str], split: str) 
     extra = sorted(set(rows) - set(stems))
     if missing or extra:
         scan.problems.append(f"{path} does not match {split}/: {len(missing)} image(s) without a label"
-                             f"{f' (e.g. {missing[0]})' if missing else ''}, {len(extra)} label(s) without an "
-                             f"image{f' (e.g. {extra[0]})' if extra else ''}")
+                             f"{f' (e.g. {missing[0]})' if missing else ''}, {len(extra)} label(s) "
+                             f"without an image{f' (e.g. {extra[0]})' if extra else ''}")
         return None
     return [rows[s] for s in stems]
 
@@ -265,7 +266,8 @@ def _labels_from_ground_truth(scan: FolderScan, path: str, meta: str | None, fil
     for i, f in enumerate(files, 1):
         m = re.search(r"_(\d+)\.[^.]+$", f)
         if m and int(m.group(1)) != i:
-            scan.problems.append(f"{path}: image {i} in name order is {f}, whose number says line {int(m.group(1))}")
+            scan.problems.append(f"{path}: image {i} in name order is {f}, "
+                                 f"whose number says line {int(m.group(1))}")
             return None
     bad = [k for k in lines if k not in ids]
     if bad:

@@ -32,7 +32,8 @@ _IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx[13]-ubyte(\.gz)?$"
 
 
 def _small_source(name: str, train: tuple[torch.Tensor, np.ndarray], test: tuple[torch.Tensor, np.ndarray], *,
-                  classes: list[str], class_names: list[str], flip: bool, notes: dict, files: list[str]) -> DataSource:
+                  classes: list[str], class_names: list[str], flip: bool, notes: dict,
+                  files: list[str]) -> DataSource:
     from .stats import cache_dir_for
 
     images, labels = train
@@ -41,11 +42,13 @@ def _small_source(name: str, train: tuple[torch.Tensor, np.ndarray], test: tuple
     splits = {"train": TensorImageSet(images[torch.from_numpy(kept)], labels[kept]),
               "val": TensorImageSet(images[torch.from_numpy(held)], labels[held]),
               "test": TensorImageSet(*test)}
-    identity = {"kind": name, "files": [(os.path.abspath(f), os.path.getsize(f), os.path.getmtime(f)) for f in files]}
+    identity = {"kind": name,
+                "files": [(os.path.abspath(f), os.path.getsize(f), os.path.getmtime(f)) for f in files]}
     return DataSource(
         name=name, kind="small", channels=images.shape[1], base_size=images.shape[-1], classes=classes,
         class_names=class_names, splits=splits, flip=flip, cache_dir=cache_dir_for(identity),
-        notes={**notes, "split": f"val = {n_val} training images held out, stratified (seed 0); test = the test files",
+        notes={**notes,
+               "split": f"val = {n_val} training images held out, stratified (seed 0); test = the test files",
                "sizes": {k: len(v) for k, v in splits.items()}})
 
 
@@ -80,7 +83,8 @@ def _cifar_batch(path: str) -> tuple[torch.Tensor, np.ndarray]:
         data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # rows are R, G, B planes
         labels = np.asarray(d["labels"], dtype=np.int64)
     except (KeyError, ValueError) as e:
-        raise DataError(f"{path}: not a CIFAR-10 batch (expected 'data' N x 3072 and 'labels'; {e})") from None
+        raise DataError(f"{path}: not a CIFAR-10 batch (expected 'data' N x 3072 and 'labels'; {e})") \
+            from None
     if len(data) != len(labels):
         raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
     if len(labels) and not 0 <= labels.min() <= labels.max() < 10:
@@ -101,7 +105,7 @@ def cifar10_source(path: str) -> DataSource:
     if folder is None:
         raise DataError(f"{path}: no CIFAR-10 batches (data_batch_1..5, test_batch) here or in "
                         f"{os.path.join(path, 'cifar-10-batches-py')}")
-    files = [os.path.join(folder, f"data_batch_{i}") for i in range(1, 6)] + [os.path.join(folder, "test_batch")]
+    files = [os.path.join(folder, n) for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]]
     missing = [os.path.basename(f) for f in files if not os.path.isfile(f)]
     if missing:
         raise DataError(f"{folder}: missing {', '.join(missing)}")
@@ -110,7 +114,8 @@ def cifar10_source(path: str) -> DataSource:
     names = CIFAR10_NAMES
     meta = os.path.join(folder, "batches.meta")
     if os.path.isfile(meta):
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(meta).get("label_names", names)]
+        names = [n.decode() if isinstance(n, bytes) else str(n)
+                 for n in _unpickle(meta).get("label_names", names)]
     return _small_source(f"cifar10:{path}", train, _cifar_batch(files[5]), classes=list(names),
                          class_names=list(names), flip=True, files=files, notes={"source": folder})
 
@@ -173,4 +178,5 @@ def mnist_source(path: str, *, fashion: bool | None = None) -> DataSource:
     classes = [str(i) for i in range(10)]
     return _small_source(f"{name}:{path}", parts["train"], parts["t10k"], classes=classes,
                          class_names=FASHION_NAMES if fashion else classes, flip=fashion,
-                         files=list(files.values()), notes={"source": os.path.dirname(files["train", "images"])})
+                         files=list(files.values()),
+                         notes={"source": os.path.dirname(files["train", "images"])})

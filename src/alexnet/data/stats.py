@@ -37,7 +37,7 @@ def compute_stats(split: ImageSet, *, batch_size: int = 256, workers: int = 0,
     order = batch_indices(n, batch_size, shuffle=max_images is not None and max_images < n, seed=seed)
     if max_images is not None and max_images < n:
         order = list(torch.cat(order)[:max_images].split(batch_size))
-    total = sq = img_sum = outer = None
+    total = img_sum = outer = None
     count = skipped = 0
     for batch in EpochLoader(split, order, workers=workers):
         skipped += len(batch.skipped)
@@ -84,7 +84,8 @@ def stats_path(source: DataSource, split: str = "train", max_images: int | None 
     if source.cache_dir is None:
         return None
     used = "all" if max_images is None or max_images >= len(source.split(split)) else str(max_images)
-    return os.path.join(source.cache_dir, f"stats-{source.eval_split_name(split)}-{used}-v{CACHE_VERSION}.npz")
+    name = f"stats-{source.eval_split_name(split)}-{used}-v{CACHE_VERSION}.npz"
+    return os.path.join(source.cache_dir, name)
 
 
 def load_or_compute_stats(source: DataSource, max_images: int | None = None, workers: int = 0, *,
@@ -102,7 +103,7 @@ def load_or_compute_stats(source: DataSource, max_images: int | None = None, wor
     stats = compute_stats(source.split(split), workers=workers, max_images=max_images)
     if path:
         try:
-            _save_npz(path, {k: (np.asarray(v) if not torch.is_tensor(v) else v.numpy()) for k, v in stats.items()})
+            _save_npz(path, {k: v.numpy() if torch.is_tensor(v) else np.asarray(v) for k, v in stats.items()})
         except OSError as e:
             warnings.warn(f"could not cache statistics in {path}: {e}", stacklevel=2)
     return stats

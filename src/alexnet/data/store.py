@@ -44,7 +44,8 @@ class StoreImageSet(TensorImageSet):
         self.images_path, self.labels_path = images_path, labels_path
         # "c" (copy-on-write) maps the file read-only on disk but writable in memory, which torch wants.
         self.array = np.load(images_path, mmap_mode="c")  # (N, S, S, C)
-        super().__init__(torch.from_numpy(self.array).permute(0, 3, 1, 2), np.load(labels_path))  # (N, C, S, S)
+        images = torch.from_numpy(self.array).permute(0, 3, 1, 2)  # (N, C, S, S), a view of the file
+        super().__init__(images, np.load(labels_path))
 
     def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, C, S, S) in channels-last memory, and int64 (B,) labels."""
@@ -120,8 +121,8 @@ def prepare_store(source: DataSource, out: str, *, workers: int = 0, batch_size:
                 "source_notes": json.loads(json.dumps(source.notes, default=str)),
                 "layout": "images: uint8 (N, S, S, C) .npy; labels: int64 (N,) .npy", "splits": {}}
         for split, ds in source.splits.items():
-            meta["splits"][split] = _write_split(ds, tmp, split, source, workers=workers, batch_size=batch_size,
-                                                 progress=progress)
+            meta["splits"][split] = _write_split(ds, tmp, split, source, workers=workers,
+                                                 batch_size=batch_size, progress=progress)
         meta["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(meta, f, indent=1)
@@ -172,7 +173,8 @@ def _shrink_npy(path: str, n: int) -> None:
         shape, fortran, dtype = read(f)
         offset = f.tell()
         header = io.BytesIO()
-        write(header, {"descr": npy.dtype_to_descr(dtype), "fortran_order": fortran, "shape": (n, *shape[1:])})
+        d = {"descr": npy.dtype_to_descr(dtype), "fortran_order": fortran, "shape": (n, *shape[1:])}
+        write(header, d)
         if len(header.getvalue()) != offset:  # cannot happen with NumPy's padding; never corrupt silently
             raise RuntimeError(f"{path}: new header would move the data")
         f.seek(0)

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from .base import DataError, DataSource, TensorImageSet
 
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring")
-COLOURS = {"red": 0.0, "yellow": 60.0, "green": 120.0, "cyan": 180.0, "blue": 240.0, "magenta": 300.0}  # hue, deg
+COLOURS = {"red": 0.0, "yellow": 60.0, "green": 120.0, "cyan": 180.0, "blue": 240.0, "magenta": 300.0}  # hues
 TEXTURES = ("solid", "stripes", "checks", "dots")
 MAX_CLASSES = len(SHAPES) * len(COLOURS) * len(TEXTURES)
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -175,20 +175,23 @@ def write_folder(out: str, *, classes: int, per_class: dict[str, int], size: int
     for split, n in per_class.items():
         for k, cid in enumerate(ids):
             os.makedirs(os.path.join(out, split, cid), exist_ok=True)
-            jobs += [(os.path.join(out, split, cid, f"{cid}_{i:05d}.JPEG"), k, seed, split, i, size) for i in range(n)]
+            jobs += [(os.path.join(out, split, cid, f"{cid}_{i:05d}.JPEG"), k, seed, split, i, size)
+                     for i in range(n)]
     for _ in parallel_map(_write_one, jobs, workers):
         pass
     return {split: n * classes for split, n in per_class.items()}
 
 
 def synthetic_source(*, classes: int = 10, per_class: int = 50, val_per_class: int | None = None,
-                     test_per_class: int | None = None, size: int = 300, seed: int = 0, base_size: int = 256) -> DataSource:
+                     test_per_class: int | None = None, size: int = 300, seed: int = 0,
+                     base_size: int = 256) -> DataSource:
     """The same images, made in memory and brought to ``base_size`` like decoded photos."""
     from .decode import resize_center_crop
 
     _check_classes(classes)
-    counts = {"train": per_class, "val": val_per_class if val_per_class is not None else max(1, per_class // 5),
-              "test": test_per_class if test_per_class is not None else max(1, per_class // 5)}
+    default = max(1, per_class // 5)
+    counts = {"train": per_class, "val": default if val_per_class is None else val_per_class,
+              "test": default if test_per_class is None else test_per_class}
     splits = {}
     for split, n in counts.items():
         if n <= 0:
@@ -204,4 +207,5 @@ def synthetic_source(*, classes: int = 10, per_class: int = 50, val_per_class: i
         name=f"synthetic:classes={classes},per-class={per_class},seed={seed}", kind="imagenet", channels=3,
         base_size=base_size, classes=ids, class_names=[c.split("_", 1)[1].replace("_", " ") for c in ids],
         splits=splits, flip=True,
-        notes={"source": "alexnet.data.synth (generated in memory)", "size": size, "seed": seed, "per_class": counts})
+        notes={"source": "alexnet.data.synth (generated in memory)", "size": size, "seed": seed,
+               "per_class": counts})
