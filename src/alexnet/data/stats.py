@@ -26,7 +26,7 @@ CACHE_VERSION = 1  # bump when decoding changes what the pixels are: old entries
 
 
 @torch.no_grad()
-def compute_stats(split: ImageSet, *, batch_size: int = 256, workers: int = 0,
+def compute_stats(split: ImageSet, *, batch_size: int = 64, workers: int = 0,
                   max_images: int | None = None, seed: int = 0) -> dict:
     """One pass over ``split`` (or a random ``max_images`` of it), accumulated in float64.
 

@@ -11,7 +11,7 @@ Plain ``.npy`` files (NumPy's own format: a short header, then the raw array) ne
 NumPy to read, memory-map with ``numpy.load(mmap_mode=...)``, and let a batch be one fancy-indexing
 copy out of the page cache: no per-image decode, no per-image Python object. The cost is disk: no
 compression, 196,608 bytes per 256x256 image, so ~197 GB per million images (ILSVRC-2012 train,
-1,281,167 images: ~252 GB; its val: ~9.8 GB), against ~140 GB for the original JPEGs.
+1,281,167 images: ~252 GB; its val: ~9.8 GB), against roughly 140-150 GB of original JPEGs.
 
 Written atomically: everything goes into a hidden sibling folder that is renamed to ``OUT`` only
 when complete (``store.json`` last), so a half-written store is never found under ``OUT``.
