@@ -128,9 +128,9 @@ def test_stats_command_equals_numpy_eigh(tmp_path, capsys):
     assert rc == 0 and "eigenvalues:" in out and f"{eigval[-1]:9.4f}" in out
 
 
-def test_bench_data_runs_all_three_paths(synth_dir, capsys):
+def test_bench_data_runs_all_three_paths(synth_dir, tmp_path, capsys):
     rc, out, _ = run(capsys, "bench", "data", "--data", synth_dir, "--batches", "2", "--batch-size", "4",
-                     "--workers", "1", "--json")
+                     "--workers", "1", "--repeat", "2", "--json")
     assert rc == 0
     got = json.loads(out)
     assert set(got["results"]) == {"reference", "folder_1process", "folder", "store"}
@@ -138,10 +138,12 @@ def test_bench_data_runs_all_three_paths(synth_dir, capsys):
     assert got["results"]["folder"]["images"] == 8 and got["results"]["store"]["images"] % 8 == 0
     ref = got["results"]["reference"]["images_per_s"]
     for k, r in got["results"].items():
-        assert r["images_per_s"] > 0  # ratios are rounded to two decimals
+        assert r["images_per_s"] > 0 and len(r["runs"]) == 2 and r["images_per_s"] == max(r["runs"])
+        # ratios are rounded to two decimals
         assert got["ratios"][k] == pytest.approx(r["images_per_s"] / ref, rel=0.01, abs=0.006)
+    assert main(["data", "prepare", str(synth_dir), str(tmp_path / "store"), "--workers", "0"]) == 0
     rc, out, _ = run(capsys, "bench", "data", "--data", synth_dir, "--batches", "1", "--batch-size", "4",
-                     "--workers", "0")
-    assert rc == 0 and "(c) prepared store" in out and "images/s" in out
+                     "--workers", "0", "--store", tmp_path / "store")
+    assert rc == 0 and "(c) prepared store" in out and "images/s" in out and "prepare:" not in out
     rc, _, err = run(capsys, "bench", "data", "--data", "digits")
     assert rc == 2 and "needs an image folder" in err
