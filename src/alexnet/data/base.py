@@ -10,6 +10,7 @@ lighting) happens on whole batches on the training device, in :mod:`alexnet.data
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -97,3 +98,14 @@ class DataSource:
     def eval_split_name(self, name: str = "test") -> str:
         """The split that ``split(name)`` really returns ("test" falls back to "val")."""
         return "val" if name == "test" and "test" not in self.splits and "val" in self.splits else name
+
+
+def parallel_map(fn: Callable, items: Iterable, workers: int, chunksize: int = 16) -> Iterator:
+    """``map(fn, items)`` in order, over ``workers`` processes (0: in this process)."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(fn, items, chunksize=chunksize)

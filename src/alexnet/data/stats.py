@@ -1,16 +1,32 @@
 """Statistics of a training split: the mean image, per-channel mean and std, and the 3x3 RGB
-covariance's eigenvalues and eigenvectors (for the paper's PCA lighting)."""
+covariance's eigenvalues and eigenvectors (for the paper's PCA lighting), computed once per dataset
+and cached with it.
+
+The cache lives in the source's ``cache_dir``: a prepared store's own folder (when writable), else
+``$ALEXNET_CACHE/stats/<key>`` (default ``~/.cache/alexnet``), where ``key`` hashes the source's
+identity (its path, file counts and the newest folder modification time), so adding, removing or
+renaming files makes a new entry. One ``.npz`` per (split, number of images used).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+
+import numpy as np
 import torch
 
-from .base import ImageSet
+from .base import DataError, DataSource, ImageSet
 from .loader import EpochLoader, batch_indices
+
+CACHE_VERSION = 1  # bump when decoding changes what the pixels are: old entries are then ignored
 
 
 @torch.no_grad()
-def compute_stats(split: ImageSet, *, batch_size: int = 256, workers: int = 0,
+def compute_stats(split: ImageSet, *, batch_size: int = 64, workers: int = 0,
                   max_images: int | None = None, seed: int = 0) -> dict:
     """One pass over ``split`` (or a random ``max_images`` of it), accumulated in float64.
 
@@ -21,7 +37,7 @@ def compute_stats(split: ImageSet, *, batch_size: int = 256, workers: int = 0,
     order = batch_indices(n, batch_size, shuffle=max_images is not None and max_images < n, seed=seed)
     if max_images is not None and max_images < n:
         order = list(torch.cat(order)[:max_images].split(batch_size))
-    total = sq = img_sum = outer = None
+    total = img_sum = outer = None
     count = skipped = 0
     for batch in EpochLoader(split, order, workers=workers):
         skipped += len(batch.skipped)
@@ -35,7 +51,7 @@ def compute_stats(split: ImageSet, *, batch_size: int = 256, workers: int = 0,
         outer = o if outer is None else outer + o
         count += x.shape[0]
     if count == 0:
-        raise ValueError("no decodable images to compute statistics from")
+        raise DataError("no decodable images to compute statistics from")
     pixels = count * img_sum.shape[-1] * img_sum.shape[-2]
     mean01 = total / pixels
     cov = outer / pixels - torch.outer(mean01, mean01)
@@ -53,6 +69,54 @@ def compute_stats(split: ImageSet, *, batch_size: int = 256, workers: int = 0,
     return out
 
 
-def load_or_compute_stats(source, max_images: int | None = None, workers: int = 0) -> dict:
-    """Statistics of ``source``'s training split (computed; a cached version may replace this)."""
-    return compute_stats(source.split("train"), max_images=max_images, workers=workers)
+def cache_root() -> str:
+    return os.environ.get("ALEXNET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "alexnet")
+
+
+def cache_dir_for(identity: dict) -> str:
+    """The statistics cache folder of a dataset described by ``identity`` (JSON-serializable)."""
+    text = json.dumps({**identity, "cache_version": CACHE_VERSION}, sort_keys=True, default=str)
+    return os.path.join(cache_root(), "stats", hashlib.sha1(text.encode()).hexdigest()[:16])
+
+
+def stats_path(source: DataSource, split: str = "train", max_images: int | None = None) -> str | None:
+    """Where :func:`load_or_compute_stats` keeps these statistics (None: the source has no cache)."""
+    if source.cache_dir is None:
+        return None
+    used = "all" if max_images is None or max_images >= len(source.split(split)) else str(max_images)
+    name = f"stats-{source.eval_split_name(split)}-{used}-v{CACHE_VERSION}.npz"
+    return os.path.join(source.cache_dir, name)
+
+
+def load_or_compute_stats(source: DataSource, max_images: int | None = None, workers: int = 0, *,
+                          split: str = "train") -> dict:
+    """:func:`compute_stats` of ``source``'s ``split``, read from its cache when there, else computed
+    and cached (an unwritable cache only costs a warning)."""
+    path = stats_path(source, split, max_images)
+    if path and os.path.isfile(path):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: (int(z[k]) if k in ("count", "skipped") else torch.from_numpy(z[k].copy()))
+                        for k in z.files}
+        except (OSError, ValueError, KeyError) as e:
+            warnings.warn(f"ignoring unreadable statistics cache {path}: {e}", stacklevel=2)
+    stats = compute_stats(source.split(split), workers=workers, max_images=max_images)
+    if path:
+        try:
+            _save_npz(path, {k: v.numpy() if torch.is_tensor(v) else np.asarray(v) for k, v in stats.items()})
+        except OSError as e:
+            warnings.warn(f"could not cache statistics in {path}: {e}", stacklevel=2)
+    return stats
+
+
+def _save_npz(path: str, arrays: dict) -> None:
+    """Write atomically: a reader sees the old file, or the complete new one."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
