@@ -8,6 +8,12 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_stats_cache(tmp_path_factory):
+    """Keep the statistics cache of the test runs (and their subprocesses) out of ~/.cache."""
+    os.environ["ALEXNET_CACHE"] = str(tmp_path_factory.mktemp("alexnet-cache"))
+
+
 @pytest.fixture
 def cli():
     """Run ``python -m alexnet ARGS`` in a subprocess; returns the CompletedProcess."""
