@@ -45,18 +45,14 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _add_neighbours_(out: torch.Tensor, x: torch.Tensor, before: int, after: int,
-                     c: float = 1.0) -> torch.Tensor:
-    """``out[:, i] += c * x[:, j]`` for every j != i in [i - before, i + after], clipped to the channels.
-
-    With ``out`` already holding the centre term this completes a window sum in ``before + after``
-    in-place passes and no allocation.
-    """
+def _neighbours(before: int, after: int):
+    """(destination, source) channel slices pairing channel i with i - d for d = 1..before and with
+    i + d for d = 1..after, clipped to the channels: a window sum is the centre term plus, for each
+    pair, ``out[:, dst] += x[:, src]``, done in place with no allocation."""
     for d in range(1, before + 1):
-        out[:, d:].add_(x[:, :-d], alpha=c)
+        yield slice(d, None), slice(None, -d)
     for d in range(1, after + 1):
-        out[:, :-d].add_(x[:, d:], alpha=c)
-    return out
+        yield slice(None, -d), slice(d, None)
 
 
 def _inv_pow(scale: torch.Tensor, beta: float, out: torch.Tensor) -> torch.Tensor:
@@ -80,7 +76,8 @@ class _LRNFunction(torch.autograd.Function):
         a = x if x.dtype == acc else work.copy_(x)
         torch.addcmul(torch.zeros((), dtype=acc), a, a, value=alpha, out=work)  # alpha * a^2
         torch.add(work, k, out=scale)
-        _add_neighbours_(scale, work, before, after)
+        for dst, src in _neighbours(before, after):
+            scale[:, dst].add_(work[:, src])
         inv = _inv_pow(scale, beta, out=work)  # s^-beta
         torch.mul(x, inv, out=out)
         ctx.save_for_backward(x, scale)
@@ -96,13 +93,12 @@ class _LRNFunction(torch.autograd.Function):
         # grad_a_j = g_j s_j^-beta - 2 alpha beta a_j * sum_{i : j in W(i)} g_i a_i s_i^(-beta-1).
         # The set {i : j in W(i)} is the window mirrored: before and after swap.
         c = -2.0 * alpha * beta
-        t = _inv_pow(scale, beta, out=torch.empty_like(scale))
-        t.mul_(grad).mul_(x).div_(scale)  # g_i a_i s_i^(-beta-1)
-        dx = torch.mul(t, c, out=torch.empty_like(scale))
-        _add_neighbours_(dx, t, after, before, c).mul_(x)
-        # s^-beta again rather than kept from forward: three passes over memory are cheaper than
-        # holding one more activation-sized tensor per LRN layer until backward.
-        dx.addcmul_(grad, _inv_pow(scale, beta, out=t))
+        t = _inv_pow(scale, beta, out=torch.empty_like(scale))  # s^-beta
+        dx = torch.mul(grad, t, out=torch.empty_like(scale))  # the direct term g_j s_j^-beta
+        t = torch.mul(dx, x, out=t).div_(scale)  # v_i = g_i a_i s_i^(-beta-1)
+        dx.addcmul_(x, t, value=c)
+        for dst, src in _neighbours(after, before):  # the mirrored window
+            dx[:, dst].addcmul_(x[:, dst], t[:, src], value=c)
         return dx.to(x.dtype), None, None, None, None
 
 
