@@ -56,10 +56,26 @@ def memory_format(channels_last: bool) -> torch.memory_format:
 
 
 def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool = False,
-                  compile: bool = False) -> nn.Module:
+                  compile: bool = False, cuda_graphs: bool = False) -> nn.Module:
     """Move ``model`` to ``device`` (in place) and return the module to call: ``model`` itself, or
-    its ``torch.compile``d wrapper. Always save ``model``, never the wrapper."""
+    its ``torch.compile``d wrapper. Always save ``model``, never the wrapper.
+
+    ``channels_last`` stores conv weights NHWC (feed inputs through :func:`prepare_input` too);
+    ``compile`` fuses the element-wise work (LRN included) with TorchInductor; ``cuda_graphs``
+    (CUDA only, implies ``compile``) also replays each step as one CUDA graph, which pays when
+    kernel launches, not arithmetic, bound the step: small batches, small models. On CUDA
+    cuDNN is asked to benchmark its convolution algorithms once per input shape.
+    """
+    if cuda_graphs and device.type != "cuda":
+        raise UserError(f"CUDA graphs need a CUDA device, not {device.type}")
     model.to(device=device, memory_format=memory_format(channels_last))
-    if compile:
-        return torch.compile(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
+    if compile or cuda_graphs:
+        return torch.compile(model, mode="reduce-overhead" if cuda_graphs else None)
     return model
+
+
+def prepare_input(x: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+    """A batch of images on ``device`` in the layout :func:`prepare_model` gave the model."""
+    return x.to(device, memory_format=memory_format(channels_last), non_blocking=True)

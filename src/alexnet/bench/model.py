@@ -1,6 +1,359 @@
-"""``alexnet bench train|infer``: model throughput against a plain-PyTorch reference."""
+"""``alexnet bench train|infer|lrn``: our model path against a plain-PyTorch reference, side by side.
+
+Every number is a comparison made in one process: the contenders are warmed up, then timed in
+interleaved rounds (see :func:`alexnet.bench.timing.alternate`), and ratios are medians of the
+per-round ratios, so a machine whose load changes during the run still gives a fair ratio.
+
+train / infer contenders, on synthetic tensors at the model's input size:
+- ours: the zoo model through ``runtime.prepare_model`` / ``runtime.autocast`` with the flags given;
+- ours, plain: the same model without flags (only when flags were given), to separate what the
+  model path gains from what the flags gain;
+- reference: the architecture as stock ``nn.Sequential`` layers (``bench/reference.py``), eager,
+  float32, NCHW, ``nn.LocalResponseNorm``;
+- torchvision: ``torchvision.models.alexnet`` (for alexnet-owt, when torchvision is importable).
+A training step is forward, cross-entropy, backward and an SGD step (momentum 0.9, the same
+optimizer for every contender); an inference step is a forward in ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import runtime
+from ..errors import UserError
+from ..models import create_model
+from ..models.lrn import LRN_MODES, LocalResponseNorm, _LRNFunction, _triton_kernels
+from ..models.summary import summarize
+from .reference import reference_model
+from .timing import PeakMemory, alternate, machine, matmul_tflops, ratio
+
+SMALL_INPUT_CLASSES = {"alexnet-small": 10, "lenet5": 10}  # MNIST / CIFAR heads; ImageNet's 1000 otherwise
+AMP_NAMES = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
+MB = 2**20
 
 
 def add_parsers(bsub) -> None:
-    bsub.add_parser("train", help="training throughput (not built yet)")
-    bsub.add_parser("infer", help="inference throughput (not built yet)")
+    for what, summary in (("train", "training throughput: forward, loss, backward, SGD step"),
+                          ("infer", "inference throughput: forward only")):
+        p = bsub.add_parser(what, help=f"{summary}, against a plain-PyTorch reference",
+                            description=f"{summary.capitalize()} of a zoo model on synthetic tensors, timed "
+                                        "in one process alternating with a plain-PyTorch reference of the "
+                                        "same architecture (eager, fp32, NCHW, nn.LocalResponseNorm).")
+        p.add_argument("--model", required=True, help="model name (`alexnet models` lists them)")
+        p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128, the paper's)")
+        g = p.add_argument_group("fast paths (ours only; the reference always runs plain)")
+        g.add_argument("--amp", default="off", choices=list(runtime.AMP_DTYPES), help="autocast dtype")
+        g.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
+        g.add_argument("--compile", action="store_true", help="torch.compile (TorchInductor)")
+        g.add_argument("--cuda-graphs", action="store_true", help="compile and replay as CUDA graphs (CUDA only)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+        p.add_argument("--threads", type=int, help="CPU threads for every contender (default: torch's choice)")
+        p.add_argument("--steps", type=int, default=10, help="timed steps per contender (default: 10)")
+        p.add_argument("--warmup", type=int, default=2,
+                       help="untimed steps per contender first; compilation happens here (default: 2)")
+        p.add_argument("--peak-tflops", type=float,
+                       help="the device's peak rate for the FLOP utilisation (default: measured by a matmul)")
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        p.set_defaults(func=functools.partial(_bench_model, train=what == "train"))
+    _add_lrn_parser(bsub)
+
+
+def _positive(value: int, flag: str, minimum: int = 1) -> None:
+    if value < minimum:
+        raise UserError(f"{flag} must be >= {minimum}, got {value}")
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        _positive(threads, "--threads")
+        torch.set_num_threads(threads)  # intra-op threads; the same for every contender
+
+
+def _sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
+def _state_bytes(model: nn.Module, opt: torch.optim.Optimizer | None) -> int:
+    """Parameters plus optimizer state: what a step keeps in memory between steps."""
+    tensors = list(model.parameters())
+    if opt is not None:
+        tensors += [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class _Contender:
+    """One model and its optimizer, stepping on fixed synthetic inputs."""
+
+    def __init__(self, label: str, model: nn.Module, device: torch.device, x: torch.Tensor, y: torch.Tensor,
+                 *, train: bool, amp: str = "off", channels_last: bool = False, compile: bool = False,
+                 cuda_graphs: bool = False):
+        self.label, self.model, self.train, self.amp, self.device = label, model, train, amp, device
+        self.run = runtime.prepare_model(model, device, channels_last=channels_last, compile=compile,
+                                         cuda_graphs=cuda_graphs)
+        self.x = runtime.prepare_input(x, device, channels_last=channels_last)
+        self.y = y.to(device)
+        model.train(train)
+        self.opt = _sgd(model) if train else None
+        self.scaler = runtime.grad_scaler(device, amp) if train else None
+
+    def step(self) -> None:
+        if not self.train:
+            with torch.inference_mode(), runtime.autocast(self.device, self.amp):
+                self.run(self.x)
+            return
+        self.opt.zero_grad(set_to_none=True)
+        with runtime.autocast(self.device, self.amp):
+            loss = nn.functional.cross_entropy(self.run(self.x), self.y)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+
+def _torchvision_alexnet(num_classes: int) -> nn.Module | None:
+    try:
+        from torchvision.models import alexnet
+    except ImportError:  # not installed here; the H200 machine has it
+        return None
+    return alexnet(weights=None, num_classes=num_classes)
+
+
+def _bench_model(args, *, train: bool) -> int:
+    _positive(args.batch_size, "--batch-size")
+    _positive(args.steps, "--steps")
+    _positive(args.warmup, "--warmup", 0)
+    runtime.check_amp(args.amp)
+    device = runtime.pick_device(args.device)
+    _set_threads(args.threads)
+    if args.cuda_graphs and device.type != "cuda":
+        raise UserError(f"--cuda-graphs needs a CUDA device, not {device.type}")
+    num_classes = SMALL_INPUT_CLASSES.get(args.model, 1000)
+    ours_model = create_model(args.model, num_classes=num_classes)
+    macs = summarize(ours_model).total_macs  # multiply-adds per image, forward
+    flops_per_image = 2 * macs * (3 if train else 1)  # backward costs about twice the forward
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch_size, *ours_model.input_size, generator=g)
+    y = torch.randint(0, num_classes, (args.batch_size,), generator=g)
+
+    flags = dict(amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                 cuda_graphs=args.cuda_graphs)
+    contenders = [_Contender("ours", ours_model, device, x, y, train=train, **flags)]
+    if any(v not in ("off", False) for v in flags.values()):
+        contenders.append(_Contender("ours, plain", create_model(args.model, num_classes=num_classes),
+                                     device, x, y, train=train))
+    contenders.append(_Contender("reference", reference_model(args.model, num_classes), device, x, y, train=train))
+    tv = _torchvision_alexnet(num_classes) if args.model == "alexnet-owt" else None
+    if tv is not None:
+        contenders.append(_Contender("torchvision", tv, device, x, y, train=train))
+
+    timed = alternate({c.label: c.step for c in contenders}, device, rounds=args.steps, warmup=args.warmup)
+    if args.peak_tflops:
+        peak, peak_source = args.peak_tflops, "given (--peak-tflops)"
+    else:
+        peak, peak_source = matmul_tflops(device, runtime.AMP_DTYPES[args.amp] or torch.float32)
+
+    results = {}
+    for c in contenders:
+        t = timed[c.label]
+        images_per_s = args.batch_size / t.median
+        kept = _state_bytes(c.model, c.opt)
+        results[c.label] = {
+            "ms_per_step": 1e3 * t.median, "ms_p25": 1e3 * t.quantile(0.25), "ms_p75": 1e3 * t.quantile(0.75),
+            "images_per_s": images_per_s,
+            "tflops": flops_per_image * images_per_s / 1e12,
+            "peak_memory_mb": None if t.peak_bytes is None else (kept + t.peak_bytes) / MB,
+        }
+    results["ours"]["mfu"] = results["ours"]["tflops"] / peak
+    report = {
+        "bench": "train" if train else "infer",
+        "model": args.model, "num_classes": num_classes, "input_size": list(ours_model.input_size),
+        "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, **flags,
+        "ours": _describe(flags), "reference": "plain PyTorch nn.Sequential, eager, float32, NCHW, nn.LocalResponseNorm",
+        "macs_per_image": macs, "model_flops_per_image": flops_per_image,
+        "peak_tflops": peak, "peak_dtype": AMP_NAMES[args.amp], "peak_source": peak_source,
+        "memory_method": _memory_method(device),
+        "results": results,
+        "ratio": ratio(timed["reference"], timed["ours"]),
+        "ratio_plain": ratio(timed["reference"], timed["ours, plain"]) if "ours, plain" in timed else None,
+        "ratio_torchvision": ratio(timed["torchvision"], timed["ours"]) if "torchvision" in timed else None,
+        "machine": machine(device),
+    }
+    print(json.dumps(report, indent=2) if args.json else _model_table(report))
+    return 0
+
+
+def _describe(flags: dict) -> str:
+    on = [f"autocast {AMP_NAMES[flags['amp']]}" if flags["amp"] != "off" else "float32"]
+    on += [name.replace("_", " ") for name in ("channels_last", "compile", "cuda_graphs") if flags[name]]
+    return ", ".join(on) + ("" if flags["compile"] or flags["cuda_graphs"] else ", eager")
+
+
+def _memory_method(device: torch.device) -> str | None:
+    method = PeakMemory(device).method
+    return None if method is None else f"parameters + optimizer state + peak of a step ({method})"
+
+
+def _where(m: dict) -> str:
+    if m.get("gpu"):
+        return f"{m['gpu']} (CUDA {m['cuda']})"
+    return f"{m['cpu']} ({m['cpu_count']} cores, {m['torch_threads']} threads)"
+
+
+def _model_table(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        f"alexnet bench {r['bench']}: {r['model']}, batch {r['batch_size']}, {r['steps']} steps after "
+        f"{r['warmup']} warm-up, {m['device']}: {_where(m)}, torch {m['torch']}, {m['date']}",
+        f"  ours: {r['ours']}",
+        f"  reference: {r['reference']}",
+        "",
+        f"  {'':13s}{'ms/step':>10s} {'(p25-p75)':>19s} {'images/s':>10s} {'TFLOP/s':>9s} {'peak MB':>9s}",
+    ]
+    for label, v in r["results"].items():
+        mem = "-" if v["peak_memory_mb"] is None else f"{v['peak_memory_mb']:.0f}"
+        spread = f"({v['ms_p25']:.1f}-{v['ms_p75']:.1f})"
+        lines.append(f"  {label:13s}{v['ms_per_step']:10.1f} {spread:>19s} {v['images_per_s']:10.1f} "
+                     f"{v['tflops']:9.3g} {mem:>9s}")
+    lines.append("")
+    lines.append(f"  ours / reference: {r['ratio']:.2f}x images/s (median of per-round ratios)")
+    if r["ratio_plain"] is not None:
+        lines.append(f"  ours, plain / reference: {r['ratio_plain']:.2f}x")
+    if r["ratio_torchvision"] is not None:
+        lines.append(f"  ours / torchvision: {r['ratio_torchvision']:.2f}x")
+    lines.append(f"  model FLOP utilisation (ours): {100 * r['results']['ours']['mfu']:.1f}% of "
+                 f"{r['peak_tflops']:.3g} TFLOP/s {r['peak_dtype']} ({r['peak_source']})")
+    lines.append(f"  model FLOPs: {r['model_flops_per_image'] / 1e9:.4g} G per image "
+                 f"(2 x {r['macs_per_image'] / 1e9:.4g} G multiply-adds{' x 3 for training' * (r['bench'] == 'train')})")
+    if r["memory_method"]:
+        lines.append(f"  peak memory: {r['memory_method']}")
+    return "\n".join(lines)
+
+
+# --- alexnet bench lrn ------------------------------------------------------------------------
+
+ALEXNET_LRN_SHAPES = ["64,96,55,55", "64,256,27,27"]  # after conv1 and conv2 at batch 64
+LAYOUTS = {"nchw": [False], "channels-last": [True], "both": [False, True]}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _add_lrn_parser(bsub) -> None:
+    p = bsub.add_parser("lrn", help="LRN forward and forward+backward: ours against nn.LocalResponseNorm",
+                        description="Time our LocalResponseNorm against torch's nn.LocalResponseNorm (alpha "
+                                    "converted), alternating in one process, forward alone and forward+backward.")
+    p.add_argument("--shape", action="append", metavar="N,C,H,W",
+                   help=f"input shape, repeatable (default: AlexNet's, {' and '.join(ALEXNET_LRN_SHAPES)})")
+    p.add_argument("--layout", default="both", choices=list(LAYOUTS), help="memory layout (default: both)")
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="input dtype (default: fp32)")
+    p.add_argument("--mode", default="paper", choices=list(LRN_MODES), help="LRN constants (default: paper)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
+    p.add_argument("--rounds", type=int, default=7, help="timed calls per contender (default: 7)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls per contender first (default: 1)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of our LRN (fused by Inductor)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=_bench_lrn)
+
+
+def _parse_shape(text: str) -> tuple[int, int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise UserError(f"--shape takes N,C,H,W with positive sizes (e.g. 64,96,55,55), got {text!r}")
+    return shape
+
+
+def _lrn_contenders(mode: str, device: torch.device, compile: bool) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    size, alpha, beta, k = LRN_MODES[mode]
+    ours = LocalResponseNorm.from_mode(mode)
+    out = {"ours": ours}
+    if device.type == "cuda" and _triton_kernels() is not None:
+        # what the same function costs as eager tensor ops, to show what the fused kernel gains
+        out["ours, eager ops"] = lambda x: _LRNFunction.apply(x, size, alpha, beta, k)
+    if compile:
+        out["ours, compiled"] = torch.compile(ours)
+    out["torch"] = nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)  # torch divides by size
+    return out
+
+
+def _bench_lrn(args) -> int:
+    _positive(args.rounds, "--rounds")
+    _positive(args.warmup, "--warmup", 0)
+    device = runtime.pick_device(args.device)
+    _set_threads(args.threads)
+    shapes = [_parse_shape(s) for s in args.shape or ALEXNET_LRN_SHAPES]
+    contenders = _lrn_contenders(args.mode, device, args.compile)
+    rows = []
+    for shape in shapes:
+        for channels_last in LAYOUTS[args.layout]:
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(shape, generator=g).relu_().to(device, DTYPES[args.dtype])  # ReLU outputs
+            x = x.contiguous(memory_format=runtime.memory_format(channels_last))
+            grad = torch.randn(shape, generator=g).to(device, DTYPES[args.dtype])
+            with torch.no_grad():
+                try:
+                    want = contenders["torch"](x).float()
+                except (NotImplementedError, RuntimeError) as e:  # e.g. no bf16 avg_pool3d on CPU
+                    raise UserError(f"nn.LocalResponseNorm cannot run {args.dtype} on {device.type} "
+                                    f"here ({str(e).splitlines()[0]}); try --dtype fp32") from None
+                diff = {name: ((f(x).float() - want).abs().max() / want.abs().max()).item()
+                        for name, f in contenders.items() if name != "torch"}
+            xg = x.detach().requires_grad_(True)
+            fwd = alternate({n: functools.partial(_forward, f, x) for n, f in contenders.items()}, device,
+                            rounds=args.rounds, warmup=args.warmup, memory=False)
+            both = alternate({n: functools.partial(_forward_backward, f, xg, grad) for n, f in contenders.items()},
+                             device, rounds=args.rounds, warmup=args.warmup, memory=False)
+            rows.append({
+                "shape": list(shape), "layout": "channels_last" if channels_last else "NCHW",
+                "forward_ms": {n: 1e3 * t.median for n, t in fwd.items()},
+                "forward_backward_ms": {n: 1e3 * t.median for n, t in both.items()},
+                "forward_ratio": {n: ratio(fwd["torch"], t) for n, t in fwd.items() if n != "torch"},
+                "forward_backward_ratio": {n: ratio(both["torch"], t) for n, t in both.items() if n != "torch"},
+                "max_rel_diff": diff,
+            })
+    size, alpha, beta, k = LRN_MODES[args.mode]
+    report = {"bench": "lrn", "mode": args.mode, "size": size, "alpha": alpha, "beta": beta, "k": k,
+              "dtype": args.dtype, "rounds": args.rounds, "warmup": args.warmup, "rows": rows,
+              "machine": machine(device)}
+    print(json.dumps(report, indent=2) if args.json else _lrn_table(report))
+    return 0
+
+
+def _forward(f, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        f(x)
+
+
+def _forward_backward(f, x: torch.Tensor, grad: torch.Tensor) -> None:
+    f(x).backward(grad)
+    x.grad = None
+
+
+def _lrn_table(r: dict) -> str:
+    m = r["machine"]
+    names = list(r["rows"][0]["forward_ms"])
+    ours = [n for n in names if n != "torch"]
+    lines = [f"alexnet bench lrn: mode {r['mode']} (n={r['size']}, alpha={r['alpha']:g} on the window sum, "
+             f"beta={r['beta']}, k={r['k']}), {r['dtype']}, {m['device']}: {_where(m)}, torch {m['torch']}, "
+             f"{m['date']}",
+             f"  median of {r['rounds']} alternating calls; ratio = torch time / ours, median of per-round ratios",
+             ""]
+    head = f"  {'shape':16s}{'layout':15s}{'pass':9s}" + "".join(f"{n + ' ms':>18s}" for n in names)
+    head += "".join(f"{'x vs torch (' + n + ')':>26s}" for n in ours)
+    lines.append(head)
+    for row in r["rows"]:
+        shape = "x".join(map(str, row["shape"]))
+        for label, key in (("fwd", "forward"), ("fwd+bwd", "forward_backward")):
+            line = f"  {shape:16s}{row['layout']:15s}{label:9s}"
+            line += "".join(f"{row[key + '_ms'][n]:18.1f}" for n in names)
+            line += "".join(f"{row[key + '_ratio'][n]:25.2f}x" for n in ours)
+            lines.append(line)
+    worst = max(d for row in r["rows"] for d in row["max_rel_diff"].values())
+    lines.append(f"\n  largest difference from torch's output: {worst:.1e} of its largest value")
+    return "\n".join(lines)
+

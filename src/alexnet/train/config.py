@@ -94,7 +94,9 @@ class TrainConfig:
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps", "speed")
     amp: str = opt("off", "mixed precision: off, bf16, fp16", "speed", choices=("off", "bf16", "fp16"))
     channels_last: bool = opt(False, "NHWC memory layout", "speed")
-    compile: bool = opt(False, "torch.compile the model", "speed")
+    compile: bool = opt(False, "torch.compile the model (TorchInductor fuses ReLU, LRN and pooling)", "speed")
+    cuda_graphs: bool = opt(False, "CUDA only: compile and replay each step as CUDA graphs (pays for small "
+                                   "models and batches, where kernel launches bound the step)", "speed")
 
     def __post_init__(self):
         if self.model_opts is None:

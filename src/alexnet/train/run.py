@@ -46,7 +46,7 @@ from .engine import Member, TrainState, evaluate, train_one_epoch
 from .schedule import Schedule
 
 SMALL_MODELS = ("alexnet-small", "lenet5")
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "quiet", "save_every", "compile", "out")
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "quiet", "save_every", "compile", "cuda_graphs", "out")
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -243,7 +243,8 @@ class Trainer:
                                                   workers=cfg.workers)
             self.train_preset, self.test_preset = build_presets(cfg, self.source, self.model, stats)
         # the module to call: compiled and/or DDP-wrapped; self.model stays the plain one we save
-        self.net = prepare_model(self.model, device, channels_last=cfg.channels_last, compile=cfg.compile)
+        self.net = prepare_model(self.model, device, channels_last=cfg.channels_last, compile=cfg.compile,
+                                 cuda_graphs=cfg.cuda_graphs)
         if dist.world > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)

@@ -1,0 +1,91 @@
+"""The plain-PyTorch references the benchmarks measure against: each registered model's default
+architecture written out again as one ``nn.Sequential`` of stock layers, with torch's own
+``nn.LocalResponseNorm`` (alpha multiplied by the size, since torch divides it by the size).
+
+Nothing here imports the model zoo: these are the independent yardstick. ``tests/test_bench.py``
+loads a zoo model's weights into its reference and checks that both compute the same logits.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def _lrn() -> nn.Module:
+    # The paper's alpha=1e-4 multiplies the plain window sum; torch divides its alpha by the size.
+    return nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)
+
+
+def alexnet2012(num_classes: int = 1000) -> nn.Sequential:
+    """Krizhevsky et al. 2012, 227x227 input, two towers as groups=2."""
+    return nn.Sequential(
+        nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(inplace=True), _lrn(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(inplace=True), _lrn(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Flatten(),
+        nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(4096, num_classes),
+    )
+
+
+def alexnet_owt(num_classes: int = 1000) -> nn.Sequential:
+    """torchvision's layout ("One weird trick"), 224x224 input."""
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.AdaptiveAvgPool2d((6, 6)), nn.Flatten(),
+        nn.Dropout(0.5), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+        nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+        nn.Linear(4096, num_classes),
+    )
+
+
+def alexnet_small(num_classes: int = 10, in_chans: int = 1, img_size: int = 28) -> nn.Sequential:
+    """The zoo's AlexNet for 28x28 / 32x32 inputs."""
+    side = img_size
+    for _ in range(3):
+        side = (side - 3) // 2 + 1  # three 3x3/2 max-pools
+    return nn.Sequential(
+        nn.Conv2d(in_chans, 64, 5, padding=2), nn.ReLU(inplace=True), _lrn(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 128, 5, padding=2, groups=2), nn.ReLU(inplace=True), _lrn(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(128, 192, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(192, 192, 3, padding=1, groups=2), nn.ReLU(inplace=True),
+        nn.Conv2d(192, 128, 3, padding=1, groups=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Flatten(),
+        nn.Linear(128 * side * side, 1024), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(1024, 1024), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(1024, num_classes),
+    )
+
+
+def lenet5(num_classes: int = 10, in_chans: int = 1, img_size: int = 28) -> nn.Sequential:
+    """LeNet-5 with tanh, 2x2 average pools, a 28x28 input padded by 2."""
+    pad = max(0, (32 - img_size + 1) // 2)
+    side = ((img_size + 2 * pad - 4) // 2 - 4) // 2 - 4
+    return nn.Sequential(
+        nn.Conv2d(in_chans, 6, 5, padding=pad), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(16, 120, 5), nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(120 * side * side, 84), nn.Tanh(),
+        nn.Linear(84, num_classes),
+    )
+
+
+REFERENCES = {
+    "alexnet2012": alexnet2012,
+    "alexnet-owt": alexnet_owt,
+    "alexnet-small": alexnet_small,
+    "lenet5": lenet5,
+}
+
+
+def reference_model(name: str, num_classes: int) -> nn.Sequential:
+    """The plain reference for zoo model ``name`` in its default configuration."""
+    return REFERENCES[name](num_classes)
