@@ -484,6 +484,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
         run_path = new_run_dir(cfg)
 
     dist, device = compute_init(cfg.device)
+    if cfg.cuda_graphs and device.type != "cuda":  # before anything is written
+        raise UserError(f"CUDA graphs need a CUDA device, not {device.type}")
     try:
         if dist.primary:
             run_path.mkdir(parents=True, exist_ok=bool(resume))
