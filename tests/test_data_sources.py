@@ -72,7 +72,7 @@ def check_labels(ds):
 def test_imagenet_layouts(tmp_path, val):
     names = make_imagenet(str(tmp_path), val=val)
     source = build_source(str(tmp_path))
-    assert source.classes == WNIDS and source.kind == "imagenet" and source.base_size == 256
+    assert source.classes == WNIDS and source.imagery == "photo" and source.base_size == 256
     assert source.class_names == ([WORDS[w] for w in WNIDS] if val != "folders" else WNIDS)
     assert len(source.split("train")) == 12
     check_labels(source.split("train"))
@@ -202,7 +202,7 @@ def test_cifar10_batches(tmp_path, bytes_keys):
     train_x, train_y, test_x, test_y = write_cifar10(str(tmp_path), bytes_keys=bytes_keys)
     for spec in (str(tmp_path), str(tmp_path / "cifar-10-batches-py"), f"cifar10:{tmp_path}"):
         source = build_source(spec)
-        assert source.kind == "small" and source.base_size == 32 and source.channels == 3 and source.flip
+        assert source.imagery == "small" and source.base_size == 32 and source.channels == 3 and source.flip
         assert source.class_names == [f"class{i}" for i in range(10)]
         np.testing.assert_array_equal(source.split("test").images.numpy(), test_x)
         np.testing.assert_array_equal(source.split("test").targets, test_y)
@@ -299,7 +299,7 @@ def test_prepared_store_round_trips_the_folder(folder_with_bad_files, tmp_path):
     store_dir = tmp_path / "store"
     for spec in (str(store_dir), f"store:{store_dir}", str(store_dir / "store.json")):
         store = build_source(spec)
-        assert store.classes == folder.classes and store.kind == "imagenet" and store.flip
+        assert store.classes == folder.classes and store.imagery == "photo" and store.flip
         for split in ("train", "val"):
             f, s = folder.split(split), store.split(split)
             expected = [(f[i][0], int(f.targets[i])) for i in range(len(f)) if f[i][0] is not None]

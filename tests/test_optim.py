@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alexnet.optim import PaperSGD
-from alexnet.train.schedule import Schedule
+from alexnet.training.schedule import Schedule
 
 
 def quadratic_grad(w, target):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.train.checkpoint import load_checkpoint
+from alexnet.training.checkpoint import load_checkpoint
 
 # A short run of the default job: the same model, data and recipe, fewer epochs.
 QUICK = ("--epochs", "3", "--quiet")
@@ -59,7 +59,12 @@ def test_default_run_writes_everything_and_learns(trained):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["model"] == "alexnet-small" and config["config"]["recipe"] == "small"
-    assert {"alexnet", "torch", "python"} <= set(config["versions"])
+    assert {"alexnet", "torch", "python", "cpu", "date"} <= set(config["environment"])
+    # Every value resolved: no "auto", no -1, no empty option dict standing for "the data decides".
+    resolved = config["config"]
+    assert not [k for k, v in resolved.items() if v is None or v == "auto" or v == -1], resolved
+    assert resolved["model_opts"]["in_chans"] == 1 and resolved["model_opts"]["img_size"] == 28
+    assert (resolved["pad"], resolved["flip"], resolved["device"]) == (2, "off", "cpu")
     records = read_metrics(run)
     assert [rec["epoch"] for rec in records] == [1, 2, 3]
     for rec in records:
@@ -73,6 +78,18 @@ def test_default_run_writes_everything_and_learns(trained):
         with Image.open(png) as im:
             assert im.size[0] > 100 and im.size[1] > 100
     assert "epoch   3/3" in r.stdout and "test (test, center)" in r.stdout
+
+
+def test_python_entry_point_resolves_as_the_command_line(trained):
+    """alexnet.train(...) and `alexnet train` go through the same resolution: same config."""
+    from alexnet.training.config import resolve_config
+
+    run, _ = trained
+    recorded = json.loads((run / "config.json").read_text())["config"]
+    cfg, _ = resolve_config({"epochs": 3, "quiet": True, "out": recorded["out"], "name": "base"})
+    assert cfg.to_dict() == recorded
+    # and the recipe's values really are the small recipe's, written out here from the README
+    assert (cfg.batch_size, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.optimizer) == (32, 0.02, "cosine", 1, "sgd")
 
 
 @pytest.mark.slow

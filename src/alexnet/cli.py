@@ -11,51 +11,23 @@ import json
 import os
 import sys
 
+from .cliargs import format_table, parse_input_size, parse_kv
+from . import __version__
+from .bench import add_parser as add_bench
+from .data.cli import add_parser as add_data
+from .models import create_model, data_options, list_models, model_cfg, model_options
+from .models.summary import summarize
+from .training.cli import add_evaluate_parser, add_predict_parser, add_train_parser
 from .errors import UserError
 
 
-def parse_kv(items: list[str] | None) -> dict:
-    """``["towers=1", "lrn=false", "dropout=0.3"]`` -> ``{"towers": 1, "lrn": False, "dropout": 0.3}``."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise UserError(f"expected KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        low = value.lower()
-        if low in ("true", "false", "on", "off", "yes", "no"):
-            out[key] = low in ("true", "on", "yes")
-            continue
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                pass
-        else:
-            out[key] = value
-    return out
-
-
-def parse_input_size(text: str) -> tuple[int, int, int]:
-    try:
-        c, h, w = (int(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--input-size takes C,H,W (e.g. 3,227,227), got {text!r}") from None
-    return c, h, w
-
-
 def _summary(args) -> int:
-    from .models import create_model
-    from .models.summary import summarize
-
-    options = parse_kv(args.opt)
+    options = parse_kv(args.opt, what="model option")
     size = parse_input_size(args.input_size) if args.input_size else None
-    if size and args.model in ("alexnet-small", "lenet5"):
-        if size[1] != size[2]:
-            raise UserError(f"{args.model} takes square inputs, got {size[1]}x{size[2]}")
-        options.setdefault("in_chans", size[0])
-        options.setdefault("img_size", size[1])
-    model = create_model(args.model, num_classes=args.num_classes, **options)
+    sized = data_options(args.model, size[0], size[1]) if size else {}
+    if sized and size[1] != size[2]:
+        raise UserError(f"{args.model} takes square inputs, got {size[1]}x{size[2]}")
+    model = create_model(args.model, num_classes=args.num_classes, **{**sized, **options})
     try:
         s = summarize(model, size)
     except ValueError as e:  # the model's own input check
@@ -69,7 +41,7 @@ def _add_summary(sub) -> None:
                        description="Print one row per layer (output shape, parameters, multiply-adds) "
                                    "and the totals.")
     p.add_argument("model", help="model name (`alexnet models` lists them)")
-    p.add_argument("--num-classes", type=int, default=1000, help="output classes (default: 1000)")
+    p.add_argument("--num-classes", type=int, default=1000, help="output classes (default: 1000, ImageNet's)")
     p.add_argument("--input-size", metavar="C,H,W", help="input size (default: the model's own)")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
                    help="model option, repeatable (e.g. --opt towers=1 --opt lrn=false)")
@@ -78,20 +50,17 @@ def _add_summary(sub) -> None:
 
 
 def _models(args) -> int:
-    from .models import list_models, model_options
-
+    rows = []
     for name in list_models():
+        cfg = model_cfg(name)
+        size = "from the data" if cfg.sized_by_data else "x".join(map(str, cfg.input_size))
         opts = ", ".join(f"{k}={v!r}" for k, v in model_options(name).items())
-        print(f"{name:14s} {opts}")
+        rows.append([name, size, cfg.recipe, opts])
+    print(format_table(["model", "input", "recipe", "options (defaults)"], rows, align="llll"))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .bench import add_parser as add_bench
-    from .data.cli import add_parser as add_data
-    from .train.cli import add_evaluate_parser, add_predict_parser, add_train_parser
-
     parser = argparse.ArgumentParser(
         prog="alexnet", description="AlexNet (Krizhevsky, Sutskever & Hinton, 2012): train, evaluate, "
                                     "predict, inspect and benchmark.")

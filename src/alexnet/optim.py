@@ -26,7 +26,8 @@ class PaperSGD(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4):
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError(f"invalid PaperSGD settings lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
+            raise ValueError(f"invalid PaperSGD settings lr={lr}, momentum={momentum}, "
+                             f"weight_decay={weight_decay}")
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
     @torch.no_grad()

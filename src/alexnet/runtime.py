@@ -28,7 +28,8 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError("--device cuda was asked for, but this PyTorch build sees no CUDA GPU")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if device.type == "mps" and not (getattr(torch.backends, "mps",
+                                             None) and torch.backends.mps.is_available()):
         raise UserError("--device mps was asked for, but MPS is not available here")
     return device
 
@@ -36,6 +37,14 @@ def pick_device(name: str = "auto") -> torch.device:
 def check_amp(amp: str) -> None:
     if amp not in AMP_DTYPES:
         raise UserError(f"unknown --amp {amp!r}; expected one of {', '.join(AMP_DTYPES)}")
+
+
+def amp_warning(device: torch.device, amp: str) -> str | None:
+    """A warning when a precision makes this device slower, not faster (None otherwise)."""
+    if amp == "fp16" and device.type == "cpu":
+        return ("warning: --amp fp16 on the CPU is emulated and runs many times slower than float32; "
+                "use --amp bf16 or --amp off")
+    return None
 
 
 def autocast(device: torch.device, amp: str):
@@ -49,6 +58,12 @@ def autocast(device: torch.device, amp: str):
 def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
     """Loss scaling is needed for fp16 only (bf16 has float32's range)."""
     return torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda"))
+
+
+def check_cuda_graphs(device: torch.device) -> None:
+    """CUDA graphs exist on CUDA devices only."""
+    if device.type != "cuda":
+        raise UserError(f"CUDA graphs need a CUDA device, not {device.type}")
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
@@ -66,8 +81,8 @@ def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool
     kernel launches, not arithmetic, bound the step: small batches, small models. On CUDA
     cuDNN is asked to benchmark its convolution algorithms once per input shape.
     """
-    if cuda_graphs and device.type != "cuda":
-        raise UserError(f"CUDA graphs need a CUDA device, not {device.type}")
+    if cuda_graphs:
+        check_cuda_graphs(device)
     model.to(device=device, memory_format=memory_format(channels_last))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once

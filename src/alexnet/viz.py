@@ -10,13 +10,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .files import atomic_write
+
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     return path
 
 
@@ -75,7 +74,8 @@ def plot_conv1(weight: torch.Tensor, path: str | Path, towers: int = 1, title: s
     return _save(fig, path)
 
 
-def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | Path, title: str = "") -> Path:
+def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | Path,
+                   title: str = "") -> Path:
     """Row-normalized confusion matrix (rows: true class), with counts written in each cell."""
     cm = confusion.cpu().numpy().astype(np.int64)
     k = cm.shape[0]

@@ -1,12 +1,13 @@
-"""``alexnet bench``: data-pipeline and model throughput, each against a reference measured in the same run."""
+"""``alexnet bench``: data-pipeline and model throughput, each against a reference measured in the
+same run."""
 
 from __future__ import annotations
 
+from .data import add_parser as add_data
+from .model import add_parsers as add_model
+
 
 def add_parser(sub) -> None:
-    from .data import add_parser as add_data
-    from .model import add_parsers as add_model
-
     p = sub.add_parser("bench", help="benchmarks: data pipeline, training and inference speed")
     bsub = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
     add_data(bsub)

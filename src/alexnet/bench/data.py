@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 import time
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ..cliargs import format_table
+from ..provenance import environment
 
 SIZE = 256
 
@@ -67,21 +69,6 @@ def _result(n: int, seconds: float) -> dict:
     return {"images": n, "seconds": round(seconds, 4), "images_per_s": round(n / max(seconds, 1e-9), 1)}
 
 
-def machine() -> dict:
-    from PIL import __version__ as pil_version
-    from PIL import features
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__, "pillow": pil_version,
-            "libjpeg_turbo": features.version("libjpeg_turbo"), "date": time.strftime("%Y-%m-%d")}
-
-
 def run(data: str, *, batches: int = 10, batch_size: int = 128, workers: int = 2, store: str | None = None,
         repeat: int = 1, seed: int = 0) -> dict:
     """Measure (a), (b), (c) on ``batches * batch_size`` random training images of ``data``.
@@ -112,7 +99,8 @@ def run(data: str, *, batches: int = 10, batch_size: int = 128, workers: int = 2
     with tempfile.TemporaryDirectory() as tmp:
         prepare = None
         if store is None:
-            sub = DataSource(name=f"{data} (bench subset)", kind=source.kind, channels=3, base_size=SIZE,
+            sub = DataSource(name=f"{data} (bench subset)", imagery=source.imagery, channels=3,
+                             base_size=SIZE,
                              classes=source.classes, class_names=source.class_names, splits={"train": subset})
             t0 = time.perf_counter()
             prepare_store(sub, os.path.join(tmp, "store"), workers=workers, progress=False)
@@ -134,10 +122,10 @@ def run(data: str, *, batches: int = 10, batch_size: int = 128, workers: int = 2
     return {"data": data, "images": n, "batch_size": batch_size, "workers": workers, "repeat": repeat,
             "store": None if prepare else store, "results": results,
             "ratios": {k: round(r["images_per_s"] / ref, 2) for k, r in results.items()},
-            "prepare": prepare, "machine": machine()}
+            "prepare": prepare, "machine": environment()}
 
 
-def format_table(out: dict) -> str:
+def data_table(out: dict) -> str:
     labels = {"reference": "(a) reference: Pillow, 1 process",
               "folder_1process": "(b) folder path, 1 process",
               "folder": f"(b) folder path, {out['workers']} workers",
@@ -145,15 +133,16 @@ def format_table(out: dict) -> str:
     best = f", best of {out['repeat']} runs" if out["repeat"] > 1 else ""
     lines = [f"input pipeline: {out['images']} training images of {out['data']}, "
              f"batches of {out['batch_size']} uint8 3x256x256{best}",
-             f"{'':38s} {'images/s':>10s} {'vs (a)':>8s}"]
-    for k, r in out["results"].items():
-        lines.append(f"{labels[k]:38s} {r['images_per_s']:10.1f} {out['ratios'][k]:7.2f}x")
+             format_table(["path", "images/s", "vs (a)"],
+                          [[labels[k], f"{r['images_per_s']:.1f}", f"{out['ratios'][k]:.2f}x"]
+                           for k, r in out["results"].items()])]
     if out["prepare"]:
         p = out["prepare"]
         lines.append(f"(one-time) prepare: {p['images']} images in {p['seconds']:.2f}s "
                      f"({p['images_per_s']:.1f} images/s, {out['workers']} workers)")
     m = out["machine"]
-    lines.append(f"{m['date']}, {m['cpu']} ({m['cores']} cores), torch {m['torch']}, Pillow {m['pillow']} "
+    lines.append(f"{m['date']}, {m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, Pillow "
+                 f"{m['pillow']} "
                  f"(libjpeg-turbo {m['libjpeg_turbo']}), numpy {m['numpy']}")
     return "\n".join(lines)
 
@@ -161,7 +150,7 @@ def format_table(out: dict) -> str:
 def _bench_data(args) -> int:
     out = run(args.data, batches=args.batches, batch_size=args.batch_size, workers=args.workers,
               store=args.store, repeat=args.repeat)
-    print(json.dumps(out, indent=1) if args.json else format_table(out))
+    print(json.dumps(out, indent=1) if args.json else data_table(out))
     return 0
 
 

@@ -26,13 +26,14 @@ from torch import nn
 
 from .. import runtime
 from ..errors import UserError
-from ..models import create_model
+from ..cliargs import format_table
+from ..models import create_model, model_cfg
+from ..provenance import environment
 from ..models.lrn import LRN_MODES, LocalResponseNorm, _LRNFunction, _triton_kernels
 from ..models.summary import summarize
 from .reference import reference_model
-from .timing import PeakMemory, alternate, machine, matmul_tflops, ratio
+from .timing import PeakMemory, alternate, matmul_tflops, ratio
 
-SMALL_INPUT_CLASSES = {"alexnet-small": 10, "lenet5": 10}  # MNIST / CIFAR heads; ImageNet's 1000 otherwise
 AMP_NAMES = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
 MB = 2**20
 
@@ -45,14 +46,17 @@ def add_parsers(bsub) -> None:
                                         "in one process alternating with a plain-PyTorch reference of the "
                                         "same architecture (eager, fp32, NCHW, nn.LocalResponseNorm).")
         p.add_argument("--model", required=True, help="model name (`alexnet models` lists them)")
-        p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128, the paper's)")
+        p.add_argument("--batch-size", type=int, default=128,
+                       help="images per step (default: 128, the paper's)")
         g = p.add_argument_group("fast paths (ours only; the reference always runs plain)")
         g.add_argument("--amp", default="off", choices=list(runtime.AMP_DTYPES), help="autocast dtype")
         g.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
         g.add_argument("--compile", action="store_true", help="torch.compile (TorchInductor)")
-        g.add_argument("--cuda-graphs", action="store_true", help="compile and replay as CUDA graphs (CUDA only)")
+        g.add_argument("--cuda-graphs", action="store_true",
+                       help="compile and replay as CUDA graphs (CUDA only)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-        p.add_argument("--threads", type=int, help="CPU threads for every contender (default: torch's choice)")
+        p.add_argument("--threads", type=int,
+                       help="CPU threads for every contender (default: torch's choice)")
         p.add_argument("--steps", type=int, default=10, help="timed steps per contender (default: 10)")
         p.add_argument("--warmup", type=int, default=2,
                        help="untimed steps per contender first; compilation happens here (default: 2)")
@@ -117,7 +121,7 @@ class _Contender:
 def _torchvision_alexnet(num_classes: int) -> nn.Module | None:
     try:
         from torchvision.models import alexnet
-    except ImportError:  # not installed here; the H200 machine has it
+    except ImportError:  # optional: compared when installed
         return None
     return alexnet(weights=None, num_classes=num_classes)
 
@@ -129,7 +133,7 @@ def _bench_model(args, *, train: bool) -> int:
     runtime.check_amp(args.amp)
     device = runtime.pick_device(args.device)
     _set_threads(args.threads)
-    num_classes = SMALL_INPUT_CLASSES.get(args.model, 1000)
+    num_classes = 10 if model_cfg(args.model).sized_by_data else 1000  # MNIST / CIFAR heads, or ImageNet's
     ours_model = create_model(args.model, num_classes=num_classes)
     macs = summarize(ours_model).total_macs  # multiply-adds per image, forward
     flops_per_image = 2 * macs * (3 if train else 1)  # backward costs about twice the forward
@@ -143,7 +147,8 @@ def _bench_model(args, *, train: bool) -> int:
     if any(v not in ("off", False) for v in flags.values()):
         contenders.append(_Contender("ours, plain", create_model(args.model, num_classes=num_classes),
                                      device, x, y, train=train))
-    contenders.append(_Contender("reference", reference_model(args.model, num_classes), device, x, y, train=train))
+    contenders.append(_Contender("reference", reference_model(args.model, num_classes), device, x, y,
+                                 train=train))
     tv = _torchvision_alexnet(num_classes) if args.model == "alexnet-owt" else None
     if tv is not None:
         contenders.append(_Contender("torchvision", tv, device, x, y, train=train))
@@ -160,7 +165,7 @@ def _bench_model(args, *, train: bool) -> int:
         images_per_s = args.batch_size / t.median
         kept = _state_bytes(c.model, c.opt)
         results[c.label] = {
-            "ms_per_step": 1e3 * t.median, "ms_p25": 1e3 * t.quantile(0.25), "ms_p75": 1e3 * t.quantile(0.75),
+            "ms_per_step": 1e3 * t.median, "ms_p25": 1e3 * t.quartiles()[0], "ms_p75": 1e3 * t.quartiles()[2],
             "images_per_s": images_per_s,
             "tflops": flops_per_image * images_per_s / 1e12,
             "peak_memory_mb": None if t.peak_bytes is None else (kept + t.peak_bytes) / MB,
@@ -170,7 +175,8 @@ def _bench_model(args, *, train: bool) -> int:
         "bench": "train" if train else "infer",
         "model": args.model, "num_classes": num_classes, "input_size": list(ours_model.input_size),
         "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, **flags,
-        "ours": _describe(flags), "reference": "plain PyTorch nn.Sequential, eager, float32, NCHW, nn.LocalResponseNorm",
+        "ours": _describe(flags), "reference": "plain PyTorch nn.Sequential, eager, float32, NCHW, "
+                                               "nn.LocalResponseNorm",
         "macs_per_image": macs, "model_flops_per_image": flops_per_image,
         "peak_tflops": peak, "peak_dtype": AMP_NAMES[args.amp], "peak_source": peak_source,
         "memory_method": _memory_method(device),
@@ -178,7 +184,7 @@ def _bench_model(args, *, train: bool) -> int:
         "ratio": ratio(timed["reference"], timed["ours"]),
         "ratio_plain": ratio(timed["reference"], timed["ours, plain"]) if "ours, plain" in timed else None,
         "ratio_torchvision": ratio(timed["torchvision"], timed["ours"]) if "torchvision" in timed else None,
-        "machine": machine(device),
+        "machine": environment(device),
     }
     print(json.dumps(report, indent=2) if args.json else _model_table(report))
     return 0
@@ -209,13 +215,13 @@ def _model_table(r: dict) -> str:
         f"  ours: {r['ours']}",
         f"  reference: {r['reference']}",
         "",
-        f"  {'':13s}{'ms/step':>10s} {'(p25-p75)':>19s} {'images/s':>10s} {'TFLOP/s':>9s} {'peak MB':>9s}",
     ]
-    for label, v in r["results"].items():
-        mem = "-" if v["peak_memory_mb"] is None else f"{v['peak_memory_mb']:.0f}"
-        spread = f"({v['ms_p25']:.1f}-{v['ms_p75']:.1f})"
-        lines.append(f"  {label:13s}{v['ms_per_step']:10.1f} {spread:>19s} {v['images_per_s']:10.1f} "
-                     f"{v['tflops']:9.3g} {mem:>9s}")
+    rows = [[label, f"{v['ms_per_step']:.1f}", f"{v['ms_p25']:.1f}-{v['ms_p75']:.1f}",
+             f"{v['images_per_s']:.1f}",
+             f"{v['tflops']:.3g}", "-" if v["peak_memory_mb"] is None else f"{v['peak_memory_mb']:.0f}"]
+            for label, v in r["results"].items()]
+    table = format_table(["", "ms/step", "p25-p75", "images/s", "TFLOP/s", "peak MB"], rows)
+    lines += ["  " + line for line in table.splitlines()]
     lines.append("")
     lines.append(f"  ours / reference: {r['ratio']:.2f}x images/s (median of per-round ratios)")
     if r["ratio_plain"] is not None:
@@ -225,7 +231,8 @@ def _model_table(r: dict) -> str:
     lines.append(f"  model FLOP utilisation (ours): {100 * r['results']['ours']['mfu']:.1f}% of "
                  f"{r['peak_tflops']:.3g} TFLOP/s {r['peak_dtype']} ({r['peak_source']})")
     lines.append(f"  model FLOPs: {r['model_flops_per_image'] / 1e9:.4g} G per image "
-                 f"(2 x {r['macs_per_image'] / 1e9:.4g} G multiply-adds{' x 3 for training' * (r['bench'] == 'train')})")
+                 f"(2 x {r['macs_per_image'] / 1e9:.4g} G "
+                 f"multiply-adds{' x 3 for training' * (r['bench'] == 'train')})")
     if r["memory_method"]:
         lines.append(f"  peak memory: {r['memory_method']}")
     return "\n".join(lines)
@@ -241,7 +248,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _add_lrn_parser(bsub) -> None:
     p = bsub.add_parser("lrn", help="LRN forward and forward+backward: ours against nn.LocalResponseNorm",
                         description="Time our LocalResponseNorm against torch's nn.LocalResponseNorm (alpha "
-                                    "converted), alternating in one process, forward alone and forward+backward.")
+                                    "converted), alternating in one process, forward alone and "
+                                    "forward+backward.")
     p.add_argument("--shape", action="append", metavar="N,C,H,W",
                    help=f"input shape, repeatable (default: AlexNet's, {' and '.join(ALEXNET_LRN_SHAPES)})")
     p.add_argument("--layout", default="both", choices=list(LAYOUTS), help="memory layout (default: both)")
@@ -251,7 +259,8 @@ def _add_lrn_parser(bsub) -> None:
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     p.add_argument("--rounds", type=int, default=7, help="timed calls per contender (default: 7)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per contender first (default: 1)")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile of our LRN (fused by Inductor)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile of our LRN (fused by Inductor)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_bench_lrn)
 
@@ -266,7 +275,8 @@ def _parse_shape(text: str) -> tuple[int, int, int, int]:
     return shape
 
 
-def _lrn_contenders(mode: str, device: torch.device, compile: bool) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+def _lrn_contenders(mode: str, device: torch.device, compile: bool) -> dict[str, Callable[[torch.Tensor],
+                                                                                          torch.Tensor]]:
     size, alpha, beta, k = LRN_MODES[mode]
     ours = LocalResponseNorm.from_mode(mode)
     out = {"ours": ours}
@@ -304,20 +314,22 @@ def _bench_lrn(args) -> int:
             xg = x.detach().requires_grad_(True)
             fwd = alternate({n: functools.partial(_forward, f, x) for n, f in contenders.items()}, device,
                             rounds=args.rounds, warmup=args.warmup, memory=False)
-            both = alternate({n: functools.partial(_forward_backward, f, xg, grad) for n, f in contenders.items()},
+            both = alternate({n: functools.partial(_forward_backward, f, xg, grad) for n,
+                              f in contenders.items()},
                              device, rounds=args.rounds, warmup=args.warmup, memory=False)
             rows.append({
                 "shape": list(shape), "layout": "channels_last" if channels_last else "NCHW",
                 "forward_ms": {n: 1e3 * t.median for n, t in fwd.items()},
                 "forward_backward_ms": {n: 1e3 * t.median for n, t in both.items()},
                 "forward_ratio": {n: ratio(fwd["torch"], t) for n, t in fwd.items() if n != "torch"},
-                "forward_backward_ratio": {n: ratio(both["torch"], t) for n, t in both.items() if n != "torch"},
+                "forward_backward_ratio": {n: ratio(both["torch"], t) for n,
+                                           t in both.items() if n != "torch"},
                 "max_rel_diff": diff,
             })
     size, alpha, beta, k = LRN_MODES[args.mode]
     report = {"bench": "lrn", "mode": args.mode, "size": size, "alpha": alpha, "beta": beta, "k": k,
               "dtype": args.dtype, "rounds": args.rounds, "warmup": args.warmup, "rows": rows,
-              "machine": machine(device)}
+              "machine": environment(device)}
     print(json.dumps(report, indent=2) if args.json else _lrn_table(report))
     return 0
 
@@ -339,18 +351,18 @@ def _lrn_table(r: dict) -> str:
     lines = [f"alexnet bench lrn: mode {r['mode']} (n={r['size']}, alpha={r['alpha']:g} on the window sum, "
              f"beta={r['beta']}, k={r['k']}), {r['dtype']}, {m['device']}: {_where(m)}, torch {m['torch']}, "
              f"{m['date']}",
-             f"  median of {r['rounds']} alternating calls; ratio = torch time / ours, median of per-round ratios",
+             f"  median of {r['rounds']} alternating calls; ratio = torch time / ours, median of per-round "
+             "ratios",
              ""]
-    head = f"  {'shape':16s}{'layout':15s}{'pass':9s}" + "".join(f"{n + ' ms':>18s}" for n in names)
-    head += "".join(f"{'x vs torch (' + n + ')':>26s}" for n in ours)
-    lines.append(head)
+    rows = []
     for row in r["rows"]:
         shape = "x".join(map(str, row["shape"]))
         for label, key in (("fwd", "forward"), ("fwd+bwd", "forward_backward")):
-            line = f"  {shape:16s}{row['layout']:15s}{label:9s}"
-            line += "".join(f"{row[key + '_ms'][n]:18.1f}" for n in names)
-            line += "".join(f"{row[key + '_ratio'][n]:25.2f}x" for n in ours)
-            lines.append(line)
+            rows.append([shape, row["layout"], label, *(f"{row[key + '_ms'][n]:.1f}" for n in names),
+                         *(f"{row[key + '_ratio'][n]:.2f}x" for n in ours)])
+    headers = ["shape", "layout", "pass", *(f"{n} ms" for n in names), *(f"x vs torch ({n})" for n in ours)]
+    table = format_table(headers, rows, align="lll" + "r" * (len(names) + len(ours)))
+    lines += ["  " + line for line in table.splitlines()]
     worst = max(d for row in r["rows"] for d in row["max_rel_diff"].values())
     lines.append(f"\n  largest difference from torch's output: {worst:.1e} of its largest value")
     return "\n".join(lines)

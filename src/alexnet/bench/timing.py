@@ -1,13 +1,11 @@
 """Measuring side by side: alternating timers, peak memory, the device's peak arithmetic rate and a
-record of the machine, shared by ``alexnet bench train|infer|lrn``."""
+shared by ``alexnet bench train|infer|lrn`` (the machine's record is
+:func:`alexnet.provenance.environment`)."""
 
 from __future__ import annotations
 
-import datetime
-import os
-import platform
 import re
-import sys
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,23 +29,22 @@ class Timed:
     times: list[float] = field(default_factory=list)
     peak_bytes: int | None = None  # largest transient allocation seen in a call (see PeakMemory)
 
-    def quantile(self, q: float) -> float:
-        t = sorted(self.times)
-        i = q * (len(t) - 1)  # linear interpolation between order statistics
-        lo, hi = int(i), min(int(i) + 1, len(t) - 1)
-        return t[lo] + (t[hi] - t[lo]) * (i - lo)
+    def quartiles(self) -> tuple[float, float, float]:
+        """25th, 50th and 75th percentiles (linear interpolation between order statistics)."""
+        if len(self.times) == 1:
+            return (self.times[0],) * 3
+        q1, q2, q3 = statistics.quantiles(self.times, n=4, method="inclusive")
+        return q1, q2, q3
 
     @property
     def median(self) -> float:
-        return self.quantile(0.5)
+        return statistics.median(self.times)
 
 
 def ratio(slow: Timed, fast: Timed) -> float:
     """Median over rounds of slow / fast: how many times faster ``fast`` ran, round by round, so
     that load which comes and goes during the run (a shared machine) affects both alike."""
-    pairs = sorted(s / f for s, f in zip(slow.times, fast.times))
-    mid = len(pairs) // 2
-    return pairs[mid] if len(pairs) % 2 else (pairs[mid - 1] + pairs[mid]) / 2
+    return statistics.median(s / f for s, f in zip(slow.times, fast.times))
 
 
 class PeakMemory:
@@ -138,37 +135,3 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]
         best = min(best, time.perf_counter() - t0)
     name = str(dtype).removeprefix("torch.")
     return 2 * n**3 / best / 1e12, f"measured: best of 5 {n}x{n} {name} matmuls in this run"
-
-
-def machine(device: torch.device) -> dict:
-    """What a number measured here needs next to it: date, hardware, versions."""
-    info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["alexnet", *sys.argv[1:]]) if sys.argv else "",
-        "device": str(device),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    for module in ("triton", "torchvision"):
-        try:
-            info[module] = __import__(module).__version__
-        except ImportError:
-            info[module] = None
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
-        if m:
-            return m.group(1).strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

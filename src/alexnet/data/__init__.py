@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from ..cliargs import parse_kv
 from .base import DataError, DataSource, ImageSet, TensorImageSet
 from .loader import Batch, EpochLoader, batch_indices
 from .transforms import Lighting, Normalization, Preset
@@ -71,17 +72,16 @@ def detect_kind(path: str) -> str:
 
 
 def _synthetic_options(text: str) -> dict:
-    options = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if key not in SYNTHETIC_KEYS or not sep:
-            raise DataError(f"synthetic: expected KEY=VALUE with KEY in {', '.join(SYNTHETIC_KEYS)}, "
-                            f"got {item!r}")
-        try:
-            options[SYNTHETIC_KEYS[key]] = int(value)
-        except ValueError:
-            raise DataError(f"synthetic: {key} must be an integer, got {value!r}") from None
-    return options
+    options = parse_kv(filter(None, text.split(",")), what="synthetic option")
+    unknown = sorted(set(options) - set(SYNTHETIC_KEYS))
+    if unknown:
+        raise DataError(f"synthetic: unknown key(s) {', '.join(unknown)}; expected "
+                        f"{', '.join(SYNTHETIC_KEYS)}")
+    for key, value in options.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
+            raise DataError(f"synthetic: {key} must be a {'non-negative' if key == 'seed' else 'positive'} "
+                            f"integer, got {value!r}")
+    return {SYNTHETIC_KEYS[k]: v for k, v in options.items()}
 
 
 def build_source(spec: str) -> DataSource:
@@ -93,6 +93,8 @@ def build_source(spec: str) -> DataSource:
 
 
 def _build(kind: str, arg: str) -> DataSource:
+    # Each reader is imported when its kind is asked for: scikit-learn (digits) and SciPy (the devkit)
+    # take seconds to import, and most runs read one kind.
     if kind == "digits":
         from .digits import load_digits_source
 

@@ -9,6 +9,7 @@ lighting) happens on whole batches on the training device, in :mod:`alexnet.data
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -44,7 +45,8 @@ class TensorImageSet(ImageSet):
 
     def __init__(self, images: torch.Tensor, targets: np.ndarray | torch.Tensor):
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise TypeError(f"images must be a uint8 (N, C, S, S) tensor, got {images.dtype} {tuple(images.shape)}")
+            raise TypeError(f"images must be a uint8 (N, C, S, S) tensor, got {images.dtype} "
+                            f"{tuple(images.shape)}")
         self.images = images
         self.targets = np.asarray(targets, dtype=np.int64)
         if len(self.targets) != len(images):
@@ -63,7 +65,7 @@ class DataSource:
 
     Attributes:
         name: the spec it was built from (``digits``, ``cifar10:/data/cifar``, ...).
-        kind: "small" (28/32-pixel sets: pad-and-crop shifts) or "imagenet" (photographs at 256:
+        imagery: "small" (28/32-pixel sets: pad-and-crop shifts) or "photo" (photographs at 256:
             the paper's crops, PCA lighting, 10-crop testing).
         channels, base_size: every image is uint8 ``(channels, base_size, base_size)``.
         classes: class ids in label order (synsets for ImageNet).
@@ -74,7 +76,7 @@ class DataSource:
     """
 
     name: str
-    kind: str
+    imagery: str
     channels: int
     base_size: int
     classes: list[str]
@@ -105,7 +107,5 @@ def parallel_map(fn: Callable, items: Iterable, workers: int, chunksize: int = 1
     if workers <= 0:
         yield from map(fn, items)
         return
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(workers) as pool:
         yield from pool.map(fn, items, chunksize=chunksize)

@@ -14,9 +14,12 @@ import os
 
 import numpy as np
 
+from ..cliargs import format_table
+
 from . import build_source, parse_spec
 from .base import DataError, parallel_map
 from .decode import ImageDecodeError, decode_file
+from .folder import BASE_SIZE, scan_folder
 
 TINY_SIDE = 64  # images whose shorter side is below this are upscaled >= 4x: reported, still used
 
@@ -40,8 +43,6 @@ def check_dataset(spec: str, *, workers: int = 0, tiny: int = TINY_SIDE) -> dict
                       "undecodable": [], "tiny": []} for s, ds in source.splits.items()}
         return {"source": spec, "kind": kind, "classes": source.num_classes, "problems": [], "usable": True,
                 "notes": source.notes, "splits": splits}
-
-    from .folder import BASE_SIZE, scan_folder
 
     scan = scan_folder(arg, require_splits=kind == "imagenet")
     problems = list(scan.problems)
@@ -77,22 +78,20 @@ def _per_class(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
 def format_report(report: dict, *, max_classes: int = 30) -> str:
     """The report as text: a table of splits, per-class counts (or their extremes), files, problems."""
     lines = [f"{report['source']}: {report['classes']} classes"]
-    lines.append(f"{'split':8s} {'images':>9s} {'bad':>6s} {'tiny':>6s} {'min/class':>10s} "
-                 f"{'max/class':>10s}")
-    for split, s in report["splits"].items():
-        counts = list(s["per_class"].values())
-        lines.append(f"{split:8s} {s['images']:9d} {len(s['undecodable']):6d} {len(s['tiny']):6d} "
-                     f"{min(counts, default=0):10d} {max(counts, default=0):10d}")
+    lines.append(format_table(
+        ["split", "images", "bad", "tiny", "min/class", "max/class"],
+        [[split, s["images"], len(s["undecodable"]), len(s["tiny"]), min(s["per_class"].values(), default=0),
+          max(s["per_class"].values(), default=0)] for split, s in report["splits"].items()]))
     names = list(next(iter(report["splits"].values()))["per_class"]) if report["splits"] else []
     if names:
         shown = names if len(names) <= max_classes else sorted(
             names, key=lambda c: report["splits"].get("train", {}).get("per_class", {}).get(c, 0))[:10]
         title = "images per class" if len(names) <= max_classes else "the 10 smallest classes (by train)"
         lines.append(f"{title}:")
-        lines.append("  " + f"{'class':30s}" + "".join(f"{s:>8s}" for s in report["splits"]))
-        for c in shown:
-            lines.append("  " + f"{c[:30]:30s}" + "".join(f"{s['per_class'].get(c, 0):8d}"
-                                                          for s in report["splits"].values()))
+        table = format_table(["class", *report["splits"]],
+                             [[c[:30], *(s["per_class"].get(c, 0) for s in report["splits"].values())]
+                              for c in shown])
+        lines += ["  " + line for line in table.splitlines()]
     for split, s in report["splits"].items():
         for bad in s["undecodable"]:
             lines.append(f"undecodable ({split}): {bad['path']}: {bad['reason']}")

@@ -6,13 +6,18 @@ import json
 import os
 import time
 
+from . import build_source
+from .base import DataError
+from .check import check_dataset, format_report, raise_if_unusable
+from .stats import compute_stats, load_or_compute_stats, stats_path
+from .store import prepare_store
+from .synth import write_folder
+from .transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
 
 def _synth(args) -> int:
-    from .base import DataError
-    from .synth import write_folder
-
     splits = [s for s in args.splits.split(",") if s]
     if not splits or any(s not in ("train", "val", "test") for s in splits):
         raise DataError(f"--splits takes a comma-separated subset of train,val,test, got {args.splits!r}")
@@ -29,9 +34,6 @@ def _synth(args) -> int:
 
 
 def _prepare(args) -> int:
-    from . import build_source
-    from .store import prepare_store
-
     source = build_source(args.src)
     t0 = time.perf_counter()
     meta = prepare_store(source, args.out, workers=args.workers, batch_size=args.batch_size)
@@ -48,8 +50,6 @@ def _prepare(args) -> int:
 
 
 def _check(args) -> int:
-    from .check import check_dataset, format_report, raise_if_unusable
-
     report = check_dataset(args.src, workers=args.workers, tiny=args.tiny)
     bad = sum(len(s["undecodable"]) for s in report["splits"].values())
     if args.strict and bad:
@@ -61,16 +61,13 @@ def _check(args) -> int:
 
 
 def _stats(args) -> int:
-    from . import build_source
-    from .stats import compute_stats, load_or_compute_stats, stats_path
-    from .transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
-
     source = build_source(args.src)
     if args.no_cache:
-        stats = compute_stats(source.split(args.split), workers=args.workers, max_images=args.max_images)
+        stats = compute_stats(source.split(args.split), workers=args.workers, max_images=args.max_images,
+                              progress=True)
         cached = None
     else:
-        stats = load_or_compute_stats(source, args.max_images, args.workers, split=args.split)
+        stats = load_or_compute_stats(source, args.max_images, args.workers, split=args.split, progress=True)
         cached = stats_path(source, args.split, args.max_images)
     out = {"source": args.src, "split": source.eval_split_name(args.split), "count": stats["count"],
            "skipped": stats["skipped"], "cache": cached, "mean": stats["mean"].tolist(),
@@ -88,7 +85,7 @@ def _stats(args) -> int:
     if "eigval" in out:
         print("PCA of the RGB covariance ([0, 1] pixels), for the paper's lighting augmentation:")
         print("  eigenvalues:            " + " ".join(f"{v:9.4f}" for v in out["eigval"]))
-        print("  ImageNet (spec preset): " + " ".join(f"{v:9.4f}" for v in IMAGENET_EIGVAL))
+        print("  ImageNet (published constants): " + " ".join(f"{v:9.4f}" for v in IMAGENET_EIGVAL))
         print("  eigenvectors (columns; rows R, G, B), then the ImageNet preset's:")
         for c, row, ref in zip("RGB", out["eigvec"], IMAGENET_EIGVEC):
             print(f"    {c} " + " ".join(f"{v:9.4f}" for v in row) + "    |"

@@ -8,11 +8,14 @@ Split: stratified 60 / 20 / 20 into train / val / test (1,078 / 359 / 360 images
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .base import DataSource, TensorImageSet
+from .splits import stratified_split
 
 SPLIT_SEED = 0
 SIZE = 28
@@ -26,16 +29,14 @@ def upscale(images8: np.ndarray, size: int = SIZE) -> torch.Tensor:
 
 
 def split_indices(targets: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
     idx = np.arange(len(targets))
-    train, rest = train_test_split(idx, test_size=0.4, stratify=targets, random_state=seed)
-    val, test = train_test_split(rest, test_size=0.5, stratify=targets[rest], random_state=seed)
+    train, rest = stratified_split(idx, targets, math.ceil(0.4 * len(idx)), seed)  # 40% for val + test
+    val, test = stratified_split(rest, targets[rest], math.ceil(0.5 * len(rest)), seed)  # half each
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
 def load_digits_source() -> DataSource:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn's datasets take a second to import
 
     bunch = load_digits()
     images = upscale(bunch.images)
@@ -44,7 +45,7 @@ def load_digits_source() -> DataSource:
     splits = {k: TensorImageSet(images[torch.from_numpy(v)], targets[v]) for k, v in parts.items()}
     names = [str(n) for n in bunch.target_names]
     return DataSource(
-        name="digits", kind="small", channels=1, base_size=SIZE, classes=names, class_names=names,
+        name="digits", imagery="small", channels=1, base_size=SIZE, classes=names, class_names=names,
         splits=splits, flip=False,
         notes={"source": "sklearn.datasets.load_digits (8x8, upscaled bilinear to 28x28)",
                "split": f"stratified 60/20/20, random_state={SPLIT_SEED}",

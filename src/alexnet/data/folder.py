@@ -31,6 +31,7 @@ import numpy as np
 from .base import DataError, DataSource, ImageSet
 from .decode import ImageDecodeError, load_image
 from .splits import holdout
+from .stats import cache_dir_for
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".gif")
 BASE_SIZE = 256  # the paper's "rescale the shorter side to 256, take the central 256x256"
@@ -278,7 +279,7 @@ def _labels_from_ground_truth(scan: FolderScan, path: str, meta: str | None, fil
 
 def _devkit_synsets(meta: str) -> tuple[dict[int, str], dict[str, str]]:
     """The devkit's ``meta.mat``: (ILSVRC2012_ID -> WNID, WNID -> words) of the 1000 leaf synsets."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # SciPy, for the devkit's meta.mat only
 
     try:
         synsets = loadmat(meta, squeeze_me=True)["synsets"]
@@ -304,8 +305,6 @@ def _class_names(scan: FolderScan) -> list[str]:
 
 def folder_source(path: str, *, require_splits: bool = False, scan: FolderScan | None = None) -> DataSource:
     """A :class:`DataSource` of 256x256 RGB photos from an image folder (see the module docstring)."""
-    from .stats import cache_dir_for
-
     scan = scan or scan_folder(path, require_splits=require_splits)
     scan.raise_problems()
     splits = {s: FolderImageSet(scan.root, p, y) for s, (p, y) in scan.files.items()}
@@ -314,6 +313,6 @@ def folder_source(path: str, *, require_splits: bool = False, scan: FolderScan |
             raise DataError(f"{path}: the {s!r} split has no images")
     identity = {"kind": "folder", "root": scan.root, "counts": scan.notes["images"], "mtime": scan.mtime}
     return DataSource(
-        name=f"{'imagenet' if require_splits else 'folder'}:{path}", kind="imagenet", channels=3,
+        name=f"{'imagenet' if require_splits else 'folder'}:{path}", imagery="photo", channels=3,
         base_size=BASE_SIZE, classes=scan.classes, class_names=scan.class_names, splits=splits, flip=True,
         notes={"source": scan.root, "layout": scan.layout, **scan.notes}, cache_dir=cache_dir_for(identity))

@@ -24,10 +24,15 @@ class Batch:
     skipped: list[str] = field(default_factory=list)  # files that could not be decoded
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The one seed of epoch ``epoch`` of a run seeded ``seed``: data order, augmentation, dropout."""
+    return seed * 1_000_003 + epoch
+
+
 def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
     if not shuffle:
         return torch.arange(n)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     return torch.randperm(n, generator=g)
 
 

@@ -23,6 +23,7 @@ import torch
 
 from .base import DataError, DataSource, TensorImageSet
 from .splits import holdout
+from .stats import cache_dir_for
 
 VAL_IMAGES = 5000
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -34,8 +35,6 @@ _IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx[13]-ubyte(\.gz)?$"
 def _small_source(name: str, train: tuple[torch.Tensor, np.ndarray], test: tuple[torch.Tensor, np.ndarray], *,
                   classes: list[str], class_names: list[str], flip: bool, notes: dict,
                   files: list[str]) -> DataSource:
-    from .stats import cache_dir_for
-
     images, labels = train
     n_val = min(VAL_IMAGES, len(labels) // 10)
     kept, held = holdout(labels, n_val)
@@ -45,7 +44,7 @@ def _small_source(name: str, train: tuple[torch.Tensor, np.ndarray], test: tuple
     identity = {"kind": name,
                 "files": [(os.path.abspath(f), os.path.getsize(f), os.path.getmtime(f)) for f in files]}
     return DataSource(
-        name=name, kind="small", channels=images.shape[1], base_size=images.shape[-1], classes=classes,
+        name=name, imagery="small", channels=images.shape[1], base_size=images.shape[-1], classes=classes,
         class_names=class_names, splits=splits, flip=flip, cache_dir=cache_dir_for(identity),
         notes={**notes,
                "split": f"val = {n_val} training images held out, stratified (seed 0); test = the test files",

@@ -1,10 +1,11 @@
 """Deterministic, stratified hold-outs: how a validation (or test) split is carved out of a training
-set that comes without one (CIFAR-10, MNIST, a plain folder of classes).
+set that comes without one (CIFAR-10, MNIST, a plain folder of classes), and how the embedded digits
+are split.
 
-Rule: each class gives up its share of the hold-out, rounded so the total is exact (largest
-remainders first, ties to the lower class index); within a class the held-out items are the first of a
-permutation drawn from ``numpy.random.default_rng(seed)``. Same labels and seed, same split, on every
-machine and NumPy version (``Generator.permutation`` on PCG64 is stable).
+scikit-learn's ``train_test_split(..., stratify=labels, random_state=seed)`` does the work: each
+class gives up its share of the hold-out (rounded so the total is exact), chosen at random with a
+fixed seed. Same labels and seed, same split. When a class is too small to stratify (one image, or
+fewer held-out items than classes) the hold-out is drawn at random over all items instead.
 """
 
 from __future__ import annotations
@@ -12,23 +13,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def holdout(targets: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``range(len(targets))`` into (kept, held out), ``count`` held out, stratified by label.
+def stratified_split(items: np.ndarray, labels: np.ndarray, count: int,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``items`` split into (kept, held out) with ``count`` held out, stratified by ``labels``, in
+    scikit-learn's (shuffled) order."""
+    from sklearn.model_selection import train_test_split  # here: scikit-learn takes a second to import
 
-    Both index arrays are sorted.
-    """
-    targets = np.asarray(targets)
-    n = len(targets)
+    items, labels = np.asarray(items), np.asarray(labels)
+    n = len(items)
     if not 0 <= count <= n:
         raise ValueError(f"cannot hold out {count} of {n} items")
-    classes, sizes = np.unique(targets, return_counts=True)
-    exact = sizes * (count / n) if n else sizes.astype(float)
-    share = np.floor(exact).astype(int)
-    leftover = count - share.sum()
-    # Largest remainders get the leftover items; a stable sort breaks ties by class order.
-    share[np.argsort(-(exact - share), kind="stable")[:leftover]] += 1
-    rng = np.random.default_rng(seed)
-    held = [rng.permutation(np.flatnonzero(targets == c))[:k] for c, k in zip(classes, share)]
-    held = np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
-    kept = np.setdiff1d(np.arange(n), held, assume_unique=True)
-    return kept, held
+    if count == 0 or count == n:
+        return (items, items[:0]) if count == 0 else (items[:0], items)
+    try:
+        return tuple(train_test_split(items, test_size=count, stratify=labels, random_state=seed))
+    except ValueError:  # a class with one item, or fewer held-out items than classes
+        return tuple(train_test_split(items, test_size=count, random_state=seed))
+
+
+def holdout(targets: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(len(targets))`` into sorted (kept, held out), ``count`` held out, stratified."""
+    kept, held = stratified_split(np.arange(len(targets)), targets, count, seed)
+    return np.sort(kept), np.sort(held)

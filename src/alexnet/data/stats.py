@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from ..files import atomic_write
 
 from .base import DataError, DataSource, ImageSet
 from .loader import EpochLoader, batch_indices
@@ -27,7 +29,7 @@ CACHE_VERSION = 1  # bump when decoding changes what the pixels are: old entries
 
 @torch.no_grad()
 def compute_stats(split: ImageSet, *, batch_size: int = 64, workers: int = 0,
-                  max_images: int | None = None, seed: int = 0) -> dict:
+                  max_images: int | None = None, seed: int = 0, progress: bool = False) -> dict:
     """One pass over ``split`` (or a random ``max_images`` of it), accumulated in float64.
 
     Returns ``mean_image`` (C, S, S) and ``mean``/``std`` (C,) in 0..255 pixel units, and for RGB
@@ -39,7 +41,10 @@ def compute_stats(split: ImageSet, *, batch_size: int = 64, workers: int = 0,
         order = list(torch.cat(order)[:max_images].split(batch_size))
     total = img_sum = outer = None
     count = skipped = 0
+    bar = tqdm(total=sum(len(b) for b in order), desc="statistics of the training images (mean, PCA)",
+               unit="img", leave=False, dynamic_ncols=True, disable=not progress)
     for batch in EpochLoader(split, order, workers=workers):
+        bar.update(len(batch.labels) + len(batch.skipped))
         skipped += len(batch.skipped)
         if batch.images.numel() == 0:
             continue
@@ -50,6 +55,7 @@ def compute_stats(split: ImageSet, *, batch_size: int = 64, workers: int = 0,
         o = flat @ flat.T
         outer = o if outer is None else outer + o
         count += x.shape[0]
+    bar.close()
     if count == 0:
         raise DataError("no decodable images to compute statistics from")
     pixels = count * img_sum.shape[-1] * img_sum.shape[-2]
@@ -89,7 +95,7 @@ def stats_path(source: DataSource, split: str = "train", max_images: int | None 
 
 
 def load_or_compute_stats(source: DataSource, max_images: int | None = None, workers: int = 0, *,
-                          split: str = "train") -> dict:
+                          split: str = "train", progress: bool = False) -> dict:
     """:func:`compute_stats` of ``source``'s ``split``, read from its cache when there, else computed
     and cached (an unwritable cache only costs a warning)."""
     path = stats_path(source, split, max_images)
@@ -100,7 +106,7 @@ def load_or_compute_stats(source: DataSource, max_images: int | None = None, wor
                         for k in z.files}
         except (OSError, ValueError, KeyError) as e:
             warnings.warn(f"ignoring unreadable statistics cache {path}: {e}", stacklevel=2)
-    stats = compute_stats(source.split(split), workers=workers, max_images=max_images)
+    stats = compute_stats(source.split(split), workers=workers, max_images=max_images, progress=progress)
     if path:
         try:
             _save_npz(path, {k: v.numpy() if torch.is_tensor(v) else np.asarray(v) for k, v in stats.items()})
@@ -110,13 +116,4 @@ def load_or_compute_stats(source: DataSource, max_images: int | None = None, wor
 
 
 def _save_npz(path: str, arrays: dict) -> None:
-    """Write atomically: a reader sees the old file, or the complete new one."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))

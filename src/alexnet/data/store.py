@@ -24,14 +24,16 @@ import io
 import json
 import os
 import shutil
-import tempfile
+import sys
 
 import numpy as np
 import torch
 from numpy.lib import format as npy
+from tqdm import tqdm
 
 from .base import DataError, DataSource, ImageSet, TensorImageSet
 from .loader import EpochLoader, batch_indices
+from .stats import cache_dir_for
 
 FORMAT, VERSION = "alexnet-store", 1
 META = "store.json"
@@ -65,10 +67,15 @@ def is_store(path: str) -> bool:
     return os.path.isfile(path if path.endswith(".json") else os.path.join(path, META))
 
 
+def _imagery(meta: dict) -> str:
+    """"small" or "photo" (stores written before 0.1.1 said "kind": "imagenet" for photographs)."""
+    if "imagery" in meta:
+        return meta["imagery"]
+    return {"imagenet": "photo"}.get(meta.get("kind"), meta.get("kind", "photo"))
+
+
 def store_source(path: str) -> DataSource:
     """Open a prepared store (its folder, or its ``store.json``)."""
-    from .stats import cache_dir_for
-
     folder = os.path.dirname(path) if path.endswith(".json") else path
     meta_path = os.path.join(folder, META)
     try:
@@ -94,12 +101,39 @@ def store_source(path: str) -> DataSource:
     cache = folder if os.access(folder, os.W_OK) else cache_dir_for(
         {"kind": "store", "path": os.path.abspath(folder), "created": meta.get("created")})
     return DataSource(
-        name=f"store:{path}", kind=meta["kind"], channels=meta["channels"], base_size=meta["base_size"],
+        name=f"store:{path}", imagery=_imagery(meta), channels=meta["channels"], base_size=meta["base_size"],
         classes=meta["classes"], class_names=meta["class_names"], splits=splits, flip=meta["flip"],
         notes={"source": f"prepared store of {meta['source']}", "store": os.path.abspath(folder),
                "skipped_when_prepared": {s: len(i["skipped"]) for s, i in meta["splits"].items()},
                "source_notes": meta.get("source_notes", {})},
         cache_dir=cache)
+
+
+def remove_stale_partials(out: str) -> list[str]:
+    """Delete the hidden ``.NAME.partial-PID`` folders of killed ``prepare_store`` runs for ``out``
+    (those whose process is gone); returns their paths."""
+    parent, name = os.path.dirname(out), os.path.basename(out)
+    removed = []
+    for entry in os.scandir(parent):
+        prefix = f".{name}.partial-"
+        if not (entry.is_dir() and entry.name.startswith(prefix)):
+            continue
+        pid = entry.name[len(prefix):]
+        if pid.isdigit() and _alive(int(pid)):
+            continue  # another prepare of the same store is running
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prepare_store(source: DataSource, out: str, *, workers: int = 0, batch_size: int = 64,
@@ -113,9 +147,13 @@ def prepare_store(source: DataSource, out: str, *, workers: int = 0, batch_size:
         raise DataError(f"{out} already exists; a store is written to a new folder")
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    for stale in remove_stale_partials(out):
+        print(f"removed {stale}, left by an earlier `data prepare` that was killed", file=sys.stderr)
+    tmp = os.path.join(parent, f".{os.path.basename(out)}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.mkdir(tmp)  # permissions as the umask says (mkdtemp would make it private, 0700)
     try:
-        meta = {"format": FORMAT, "version": VERSION, "kind": source.kind, "channels": source.channels,
+        meta = {"format": FORMAT, "version": VERSION, "imagery": source.imagery, "channels": source.channels,
                 "base_size": source.base_size, "flip": source.flip, "classes": list(source.classes),
                 "class_names": list(source.class_names), "source": source.name,
                 "source_notes": json.loads(json.dumps(source.notes, default=str)),
@@ -137,8 +175,6 @@ def prepare_store(source: DataSource, out: str, *, workers: int = 0, batch_size:
 
 def _write_split(ds: ImageSet, folder: str, split: str, source: DataSource, *, workers: int, batch_size: int,
                  progress: bool) -> dict:
-    from tqdm import tqdm
-
     n, s, c = len(ds), source.base_size, source.channels
     images_name, labels_name = f"{split}-images.npy", f"{split}-labels.npy"
     images_path = os.path.join(folder, images_name)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .base import DataError, DataSource, TensorImageSet
+from .base import DataError, DataSource, TensorImageSet, parallel_map
+from .decode import resize_center_crop
 
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring")
 COLOURS = {"red": 0.0, "yellow": 60.0, "green": 120.0, "cyan": 180.0, "blue": 240.0, "magenta": 300.0}  # hues
@@ -165,8 +166,6 @@ def _write_one(job: tuple) -> str:
 def write_folder(out: str, *, classes: int, per_class: dict[str, int], size: int, seed: int = 0,
                  workers: int = 0) -> dict[str, int]:
     """Write ``out/<split>/<class>/<class>_<i>.JPEG`` for each split in ``per_class``; returns counts."""
-    from .base import parallel_map
-
     _check_classes(classes)
     if os.path.exists(out) and os.listdir(out):
         raise DataError(f"{out} exists and is not empty; synthetic data goes into a new folder")
@@ -186,8 +185,6 @@ def synthetic_source(*, classes: int = 10, per_class: int = 50, val_per_class: i
                      test_per_class: int | None = None, size: int = 300, seed: int = 0,
                      base_size: int = 256) -> DataSource:
     """The same images, made in memory and brought to ``base_size`` like decoded photos."""
-    from .decode import resize_center_crop
-
     _check_classes(classes)
     default = max(1, per_class // 5)
     counts = {"train": per_class, "val": default if val_per_class is None else val_per_class,
@@ -204,7 +201,7 @@ def synthetic_source(*, classes: int = 10, per_class: int = 50, val_per_class: i
         splits[split] = TensorImageSet(images, np.repeat(np.arange(classes), n))
     ids = class_ids(classes)
     return DataSource(
-        name=f"synthetic:classes={classes},per-class={per_class},seed={seed}", kind="imagenet", channels=3,
+        name=f"synthetic:classes={classes},per-class={per_class},seed={seed}", imagery="photo", channels=3,
         base_size=base_size, classes=ids, class_names=[c.split("_", 1)[1].replace("_", " ") for c in ids],
         splits=splits, flip=True,
         notes={"source": "alexnet.data.synth (generated in memory)", "size": size, "seed": seed,

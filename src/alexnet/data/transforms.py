@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 # Widely used PCA constants of ImageNet's RGB pixels (values in [0, 1]); eigenvectors are columns,
-# rows are R, G, B. Spec section 2.
+# rows are R, G, B (as in fb.resnet.torch's datasets/imagenet.lua, for the paper's section 4.1).
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
                    (-0.5808, -0.0045, -0.8140),
@@ -70,7 +70,9 @@ class Normalization:
     @classmethod
     def per_channel(cls, mean, std=None) -> "Normalization":
         mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-        std = torch.ones_like(mean) if std is None else torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        if std is None:
+            std = torch.ones_like(mean)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
         return cls(mean, std)
 
     @classmethod
@@ -86,7 +88,8 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalization":
-        return cls(torch.as_tensor(d["mean"], dtype=torch.float32), torch.as_tensor(d["std"], dtype=torch.float32))
+        return cls(torch.as_tensor(d["mean"], dtype=torch.float32), torch.as_tensor(d["std"],
+                                                                                    dtype=torch.float32))
 
 
 def crop_batch(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int,
@@ -161,7 +164,9 @@ class Preset:
         pad: zero padding before random crops (small images: shifts of ``pad`` pixels).
         flip: random horizontal mirrors in training.
         lighting: PCA lighting in training (3-channel images only), or None.
-        tta: test views: "center" (one crop) or "10crop" (returns (B, 10, C, crop, crop)).
+        tta: test views: "center" (one crop) or "10crop": the paper's four corner and centre patches and
+            their mirrors, (B, 10, C, crop, crop); without ``flip`` (a mirror changes the label, as for
+            digits) only the five unmirrored patches, (B, 5, C, crop, crop).
         resized: training crops of random area (8%-100%) and aspect ratio (3/4-4/3) resized to
             ``crop`` (torchvision's RandomResizedCrop) instead of the paper's fixed-size crops.
     """
@@ -202,14 +207,14 @@ class Preset:
         b, device = images.shape[0], images.device
         if not self.train:
             views = [((self.base_size - self.crop) // 2,) * 2 + (False,)]
-            if self.tta == "10crop":
-                views = ten_crop_offsets(self.base_size, self.crop)
+            if self.tta == "10crop":  # the mirrored five only when training used mirrors
+                views = [v for v in ten_crop_offsets(self.base_size, self.crop) if self.flip or not v[2]]
             out = []
             for top, left, mirror in views:
                 t, l_ = torch.full((b,), top), torch.full((b,), left)
                 f = torch.full((b,), mirror)
                 out.append(self._normalize(crop_batch(images, t, l_, self.crop, f), t, l_, f, device))
-            return out[0] if len(out) == 1 else torch.stack(out, 1)  # (B, 10, C, crop, crop)
+            return out[0] if len(out) == 1 else torch.stack(out, 1)  # (B, 10 or 5, C, crop, crop)
 
         # Random numbers are drawn on the CPU from one generator: the same seed gives the same
         # augmentation on every device.
@@ -236,6 +241,7 @@ class Preset:
 
     @classmethod
     def from_dict(cls, d: dict, *, train: bool, tta: str = "center") -> "Preset":
-        return cls(train=train, crop=d["crop"], base_size=d["base_size"], norm=Normalization.from_dict(d["norm"]),
+        return cls(train=train, crop=d["crop"], base_size=d["base_size"],
+                   norm=Normalization.from_dict(d["norm"]),
                    pad=d["pad"], flip=d["flip"], lighting=Lighting.from_dict(d["lighting"]), tta=tta,
                    resized=d.get("resized", False))

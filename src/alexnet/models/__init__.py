@@ -7,7 +7,7 @@ from typing import Callable
 
 from ..errors import UserError
 from .alexnet import AlexNet2012, AlexNetOWT
-from .base import ImageClassifier
+from .base import ImageClassifier, ModelCfg
 from .lrn import LocalResponseNorm, local_response_norm
 from .small import AlexNetSmall, LeNet5
 
@@ -34,6 +34,39 @@ def model_options(name: str) -> dict[str, object]:
     return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
 
 
+def model_cfg(name: str) -> ModelCfg:
+    """What model ``name`` says about itself (input size, recipe, normalization, output layer)."""
+    return _get(name).default_cfg
+
+
+def data_options(name: str, channels: int, size: int) -> dict:
+    """The options that make model ``name`` fit images of ``channels`` x ``size`` x ``size``:
+    ``in_chans`` and ``img_size`` for the models sized by their data, nothing for the others."""
+    return {"in_chans": channels, "img_size": size} if model_cfg(name).sized_by_data else {}
+
+
+def check_options(name: str, options: dict) -> dict:
+    """Options typed against the model's signature: ``lrn=maybe`` or ``dropout=abc`` is an error."""
+    accepted = model_options(name)
+    if "num_classes" in options:
+        raise ModelError("the class count is not a model option: use --num-classes (or let the data set it)")
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ModelError(f"{name} has no option(s) {', '.join(unknown)}; "
+                         f"it accepts: {', '.join(accepted) or 'none'}")
+    out = {}
+    for key, value in options.items():
+        kind = type(accepted[key])
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            want = {bool: "true or false", int: "an integer", float: "a number", str: "a word"}.get(
+                kind, kind.__name__)
+            raise ModelError(f"{name} option {key} must be {want}, got {value!r}")
+        out[key] = value
+    return out
+
+
 def _get(name: str) -> Callable[..., ImageClassifier]:
     if name not in _REGISTRY:
         raise ModelError(f"unknown model {name!r}; choose from: {', '.join(_REGISTRY)}")
@@ -43,15 +76,15 @@ def _get(name: str) -> Callable[..., ImageClassifier]:
 def create_model(name: str, *, num_classes: int = 1000, **options) -> ImageClassifier:
     """Build a registered model, e.g. ``create_model("alexnet2012", lrn_mode="cuda-convnet")``."""
     cls = _get(name)
-    unknown = set(options) - set(model_options(name))
-    if unknown:
-        raise ModelError(f"{name} has no option(s) {', '.join(sorted(unknown))}; "
-                         f"it accepts: {', '.join(model_options(name)) or 'none'}")
+    options = check_options(name, options)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
     try:
         return cls(num_classes, **options)
     except (ValueError, TypeError) as e:  # a bad option value (towers=3, activation="gelu", ...)
         raise ModelError(f"{name}: {e}") from None
 
 
-__all__ = ["AlexNet2012", "AlexNetOWT", "AlexNetSmall", "LeNet5", "ImageClassifier",
-           "LocalResponseNorm", "local_response_norm", "ModelError", "create_model", "list_models", "model_options"]
+__all__ = ["AlexNet2012", "AlexNetOWT", "AlexNetSmall", "LeNet5", "ImageClassifier", "ModelCfg",
+           "LocalResponseNorm", "local_response_norm", "ModelError", "create_model", "list_models",
+           "model_options", "model_cfg", "data_options", "check_options"]

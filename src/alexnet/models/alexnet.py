@@ -29,7 +29,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from .base import ImageClassifier
+from .base import ImageClassifier, ModelCfg
 from .lrn import LocalResponseNorm
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -93,6 +93,8 @@ class AlexNet2012(ImageClassifier):
 
     name = "alexnet2012"
     input_size = (3, 227, 227)
+    default_cfg = ModelCfg(input_size=(3, 227, 227), recipe="paper", normalize="paper",
+                           classifier="classifier.fc8", eval_resize=256)
 
     def __init__(self, num_classes: int = 1000, *, activation: str = "relu", lrn: bool = True,
                  lrn_mode: str = "paper", overlap_pool: bool = True, dropout: float = 0.5,
@@ -147,6 +149,8 @@ class AlexNetOWT(ImageClassifier):
 
     name = "alexnet-owt"
     input_size = (3, 224, 224)
+    default_cfg = ModelCfg(input_size=(3, 224, 224), recipe="torchvision", normalize="imagenet",
+                           classifier="classifier.6", eval_resize=256)
     min_size = 63
 
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5):

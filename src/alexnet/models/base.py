@@ -4,8 +4,25 @@ methods the rest of the package relies on (``forward_features``, ``forward_head`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """What a model says about itself (timm's ``default_cfg``, torchvision's weights metadata).
+
+    Everything outside ``models/`` asks a model's ``default_cfg`` instead of keeping lists of names.
+    """
+
+    input_size: tuple[int, int, int]  # (C, H, W) that the model takes with its default options
+    recipe: str                       # the training recipe that ``--recipe auto`` picks for it
+    normalize: str                    # input normalization its recipe uses: paper, standard, imagenet
+    classifier: str                   # dotted name of the output layer (fine-tuning replaces it)
+    sized_by_data: bool = False       # its ``in_chans`` / ``img_size`` options follow the data
+    eval_resize: int | None = None    # photographs: side of the centre square cropped at evaluation
 
 
 class ImageClassifier(nn.Module):
@@ -16,6 +33,7 @@ class ImageClassifier(nn.Module):
     """
 
     name: str = ""
+    default_cfg: ModelCfg
     input_size: tuple[int, int, int] = (3, 224, 224)
     min_size: int | None = None  # accept any H, W >= min_size (adaptive pooling); None: exact size
     towers: int = 1  # 2: the paper's two-GPU connectivity (conv1's kernels split in two halves)

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .alexnet import init_weights, make_activation
-from .base import ImageClassifier
+from .base import ImageClassifier, ModelCfg
 from .lrn import LocalResponseNorm
 
 
@@ -59,6 +59,8 @@ class AlexNetSmall(ImageClassifier):
     """
 
     name = "alexnet-small"
+    default_cfg = ModelCfg(input_size=(1, 28, 28), recipe="small", normalize="standard",
+                           classifier="classifier.fc8", sized_by_data=True)
 
     def __init__(self, num_classes: int = 10, *, in_chans: int = 1, img_size: int = 28,
                  activation: str = "relu", lrn: bool = True, lrn_mode: str = "paper",
@@ -116,6 +118,8 @@ class LeNet5(ImageClassifier):
     """
 
     name = "lenet5"
+    default_cfg = ModelCfg(input_size=(1, 28, 28), recipe="small", normalize="standard",
+                           classifier="classifier.output", sized_by_data=True)
 
     def __init__(self, num_classes: int = 10, *, in_chans: int = 1, img_size: int = 28,
                  activation: str = "tanh"):

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ..cliargs import format_table
+
 
 @dataclass
 class LayerRow:
@@ -60,14 +62,7 @@ class Summary:
         c, h, w = self.input_size
         foot = [("total", "", f"input {h}x{w}x{c}", f"{self.total_params:,}",
                  f"{self.total_macs:,}"), ("", "", "", "", f"{self.total_macs / 1e9:.3f} G")]
-        widths = [max(len(row[i]) for row in [head, *body, *foot]) for i in range(5)]
-
-        def fmt(row):
-            return "  ".join(cell.ljust(wd) if i < 3 else cell.rjust(wd)
-                             for i, (cell, wd) in enumerate(zip(row, widths))).rstrip()
-
-        rule = "-" * len(fmt(head))
-        return "\n".join([self.model, rule, fmt(head), rule, *map(fmt, body), rule, *map(fmt, foot)])
+        return f"{self.model}\n" + format_table(head, body, footer=foot, align="lllrr")
 
 
 def _macs(module: nn.Module, out: torch.Tensor) -> int:

@@ -1,7 +1,6 @@
 """The one checkpoint format: a dict of tensors and plain values written with ``torch.save`` and
-read back with ``weights_only=True`` (no pickled code runs). Written to a temporary file in the
-same folder, flushed to disk, then renamed over the old one: a crash mid-write leaves the previous
-checkpoint intact."""
+read back with ``weights_only=True`` (no pickled code runs). Written through
+:func:`alexnet.files.atomic_write`: a crash mid-write leaves the previous checkpoint intact."""
 
 from __future__ import annotations
 
@@ -11,6 +10,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..files import atomic_write
+from ..models.weights import WeightsError, load_torch_file
 
 FORMAT = "alexnet-checkpoint"
 VERSION = 1
@@ -20,31 +21,10 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, truncated or not one of ours."""
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-
-
-def save_checkpoint(path: str | os.PathLike, **content) -> None:
-    atomic_save({"format": FORMAT, "version": VERSION, **content}, path)
+def save_checkpoint(path: str | os.PathLike, content: dict) -> None:
+    """Write ``content`` as one of our checkpoints, atomically and durably."""
+    obj = {"format": FORMAT, "version": VERSION, **content}
+    atomic_write(path, lambda f: torch.save(obj, f), durable=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -53,10 +33,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:200]})") from None
+        ckpt = load_torch_file(path)
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an alexnet checkpoint (for plain weight files use "
                               f"--pretrained, or evaluate with --model NAME)")

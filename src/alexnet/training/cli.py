@@ -1,5 +1,5 @@
 """``alexnet train``, ``evaluate`` and ``predict``: argument parsing only; the work is in
-:mod:`.run` and :mod:`.inference`."""
+:mod:`.launch` and :mod:`.inference`."""
 
 from __future__ import annotations
 
@@ -7,60 +7,71 @@ import argparse
 from dataclasses import fields
 
 from ..errors import UserError
-from .config import GROUPS, TrainConfig, coerce, read_config_file, resolve
+from .config import GROUPS, TrainConfig
+from .inference import evaluate_command, predict_command
+from .launch import launch
+from .recipes import RECIPE_FIELDS, RECIPES
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _default_text(name: str, default) -> str:
+    if name in RECIPE_FIELDS:
+        return "default from the recipe: " + ", ".join(f"{r} {RECIPES[r][name]}" for r in RECIPES)
+    if default is None:
+        return ""
+    return f"default: {default!r}"
+
+
 def add_train_parser(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a model (default: alexnet-small on the embedded digits, a few minutes on a CPU)",
-        description="Train a model into a new run directory (runs/NAME), or continue one with --resume. "
-                    "Defaults come from the recipe, then --config FILE, then the flags given.",
+        "train", help="train a model (default: alexnet-small on the embedded digits, about a minute on a "
+                      "CPU)",
+        description="Train a model into a new run directory (OUT/NAME), or continue one with --resume. "
+                    "Values come from the recipe (by default the model's own), then --config FILE, then the "
+                    "flags given; the run's config.json records every resolved value.",
         argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", metavar="FILE", help="TOML or YAML file of options (flags override it)")
+    p.add_argument("--config", metavar="FILE", help="TOML, YAML or JSON file of options (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
-    defaults = TrainConfig()
-    from .recipes import RECIPES
-
-    by_recipe = {k for r in RECIPES.values() for k in r}
     for f in fields(TrainConfig):
         meta = f.metadata
         g = groups[meta["group"]]
-        help_text = meta["help"]
+        note = _default_text(f.name, f.default)
+        help_text = meta["help"] + (f" ({note})" if note and f.name not in ("pad", "flip") else "")
         if f.name == "model_opts":
-            g.add_argument(meta["flag"], dest="model_opts", action="append", metavar=meta["metavar"], help=help_text)
-        elif isinstance(f.default, bool):
-            g.add_argument(_flag(f.name), dest=f.name, action="store_true", help=help_text)
+            g.add_argument(meta["flag"], dest="model_opts", action="append", metavar=meta["metavar"],
+                           help=help_text)
+        elif meta["type"] is bool:
+            g.add_argument(_flag(f.name), dest=f.name, action="store_true", help=meta["help"])
         else:
-            shown = getattr(defaults, f.name)
-            g.add_argument(_flag(f.name), dest=f.name, type=type(f.default), choices=meta.get("choices"),
+            g.add_argument(_flag(f.name), dest=f.name, type=_typed(meta["type"], f.name),
+                           choices=("auto", *meta["choices"]) if f.name == "recipe" else meta.get("choices"),
                            metavar=None if meta.get("choices") else f.name.split("_")[-1].upper(),
-                           help=f"{help_text} (default: {shown!r}"
-                                + (", or the recipe's)" if f.name in by_recipe else ")"))
+                           help=help_text)
     p.set_defaults(func=_train)
 
 
+def _typed(kind: type, name: str):
+    """argparse's converter for a field: a clear message for ``--lr abc`` (finite ranges are
+    checked once the whole config is resolved)."""
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_flag(name)} takes "
+                                             f"{'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+    convert.__name__ = kind.__name__
+    return convert
+
+
 def _train(args) -> int:
-    from ..cli import parse_kv
-    from .run import train
-
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    if "model_opts" in given:
-        given["model_opts"] = parse_kv(given["model_opts"])
-    given = {k: coerce(k, v, "command line") for k, v in given.items()}
-    resume = getattr(args, "resume", None)
-    if resume:
-        if getattr(args, "config", None):
-            raise UserError("--config cannot be combined with --resume (the run keeps its own config)")
-        return train(resume=resume, overrides=given)
-    file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
-    from .recipes import recipe_defaults
-
-    return train(resolve(file_values, given, recipe_defaults))
+    outcome = launch(given, config_file=getattr(args, "config", None), resume=getattr(args, "resume", None))
+    return 0 if outcome.signum is None else 128 + outcome.signum
 
 
 def _common_eval_flags(p) -> None:
@@ -72,7 +83,8 @@ def _common_eval_flags(p) -> None:
 
 
 def add_evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="top-1 / top-5 accuracy and error of checkpoints (several: an ensemble)",
+    p = sub.add_parser("evaluate",
+                       help="top-1 / top-5 accuracy and error of checkpoints (several: an ensemble)",
                        description="Evaluate one or more run directories / checkpoints. With several, each "
                                    "member and the average of their softmax outputs (the paper's ensembles) "
                                    "are reported.")
@@ -90,17 +102,15 @@ def add_evaluate_parser(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from .inference import run_evaluate
-
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    return run_evaluate(args)
+    return evaluate_command(args)
 
 
 def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="top-5 classes, with probabilities, of image files",
-                       description="Classify image files (JPEG, PNG, ...; any size, grayscale or colour) with "
-                                   "the same preprocessing as evaluation.")
+                       description="Classify image files (JPEG, PNG, ...; any size, grayscale or colour) "
+                                   "with the same preprocessing as evaluation.")
     p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image")
@@ -110,8 +120,6 @@ def add_predict_parser(sub) -> None:
 
 
 def _predict(args) -> int:
-    from .inference import run_predict
-
     if args.top_k < 1:
         raise UserError("--top-k must be >= 1")
-    return run_predict(args)
+    return predict_command(args)

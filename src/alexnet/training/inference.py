@@ -15,15 +15,18 @@ from ..data import build_source
 from ..data.decode import ImageDecodeError, load_image
 from ..data.loader import EpochLoader, batch_indices
 from ..data.transforms import Normalization, Preset
+from ..cliargs import format_table
 from ..errors import UserError
 from ..models import create_model
 from ..models.base import ImageClassifier
 from ..models.weights import load_pretrained, read_state_dict
-from ..runtime import pick_device, prepare_model
+from ..runtime import amp_warning, pick_device, prepare_model
 from .checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from .engine import Member, evaluate, probabilities
 
-# The paper's and the reference implementations' numbers (spec section 4), in % error.
+# Published top-1 / top-5 error in %: the paper's Table 1 (ILSVRC-2010 test) and Table 2 (ILSVRC-2012
+# val); Caffe's models/bvlc_alexnet/readme.md; torchvision's AlexNet_Weights.IMAGENET1K_V1
+# (100 - 56.522, 100 - 79.066).
 PAPER_ROWS = [
     ("paper: ILSVRC-2010 test, 1 CNN", 37.5, 17.0),
     ("paper: ILSVRC-2012 val, 1 CNN", 40.7, 18.2),
@@ -73,6 +76,9 @@ def load_trained(path: str, *, model_name: str | None = None) -> Loaded:
 
 
 def _members(loaded: list[Loaded], device, *, amp: str, channels_last: bool, tta: str) -> list[Member]:
+    warning = amp_warning(device, amp)
+    if warning:
+        print(f"alexnet: {warning}", file=sys.stderr)
     members = []
     for item in loaded:
         net = prepare_model(item.model.eval(), device, channels_last=channels_last)
@@ -81,7 +87,7 @@ def _members(loaded: list[Loaded], device, *, amp: str, channels_last: bool, tta
     return members
 
 
-def run_evaluate(args) -> int:
+def evaluate_command(args) -> int:
     device = pick_device(args.device)
     loaded = [load_trained(p, model_name=args.model) for p in args.checkpoints]
     spec = args.data or loaded[0].data
@@ -112,30 +118,33 @@ def format_results(results, class_names, *, fmt: str, split: str, tta: str, data
         out = {"data": data, "split": split, "tta": tta, "results": rows,
                "per_class_accuracy": {r.name: dict(zip(class_names, r.per_class_accuracy)) for r in results}}
         if paper:
-            out["paper"] = [{"name": n, "top1_error": a / 100, "top5_error": b / 100} for n, a, b in PAPER_ROWS]
+            out["paper"] = [{"name": n, "top1_error": a / 100, "top5_error": b / 100} for n, a,
+                            b in PAPER_ROWS]
         return json.dumps(out, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["name", "images", "top1_accuracy", "top1_error", f"top{k}_accuracy", f"top{k}_error", "loss"])
+        w = csv.writer(buf, lineterminator="\n")  # Unix line ends, as our other output
+        w.writerow(["name", "images", "top1_accuracy", "top1_error", f"top{k}_accuracy", f"top{k}_error",
+                    "loss"])
         for r in rows:
             w.writerow([r["name"], r["count"], f"{r['top1_accuracy']:.6f}", f"{r['top1_error']:.6f}",
                         f"{r['top5_accuracy']:.6f}", f"{r['top5_error']:.6f}", f"{r['loss']:.6f}"])
         if paper:
             for n, a, b in PAPER_ROWS:
-                w.writerow([n, "", f"{1 - a / 100:.6f}", f"{a / 100:.6f}", f"{1 - b / 100:.6f}", f"{b / 100:.6f}", ""])
+                w.writerow([n, "", f"{1 - a / 100:.6f}", f"{a / 100:.6f}", f"{1 - b / 100:.6f}",
+                            f"{b / 100:.6f}", ""])
         return buf.getvalue().rstrip("\n")
     lines = [f"{data}, {split} split, {rows[0]['count']} images, test views: {tta}", ""]
-    head = f"{'model':40s} {'top-1 err':>9s} {f'top-{k} err':>9s} {'top-1 acc':>9s} {f'top-{k} acc':>9s}"
-    lines += [head, "-" * len(head)]
-    for r in rows:
-        name = r["name"] if len(r["name"]) <= 40 else "..." + r["name"][-37:]
-        lines.append(f"{name:40s} {100 * r['top1_error']:8.2f}% {100 * r['top5_error']:8.2f}% "
-                     f"{100 * r['top1_accuracy']:8.2f}% {100 * r['top5_accuracy']:8.2f}%")
-    if paper:
-        lines.append("-" * len(head))
-        for n, a, b in PAPER_ROWS:
-            lines.append(f"{n:40s} {a:8.2f}% {b:8.2f}% {100 - a:8.2f}% {100 - b:8.2f}%")
+    body = [[r["name"] if len(r["name"]) <= 40 else "..." + r["name"][-37:],
+             *(f"{100 * r[key]:.2f}%" for key in ("top1_error", "top5_error", "top1_accuracy",
+                                                  "top5_accuracy"))]
+            for r in rows]
+    paper_rows = [[n, f"{a:.2f}%", f"{b:.2f}%", f"{100 - a:.2f}%", f"{100 - b:.2f}%"] for n, a,
+                  b in PAPER_ROWS]
+    lines.append(format_table(["model", "top-1 err", f"top-{k} err", "top-1 acc", f"top-{k} acc"], body,
+                              footer=paper_rows if paper else ()))
+    if paper and not data.startswith(("imagenet", "store:")):
+        lines.append(f"(the paper's rows are ILSVRC results with 1,000 classes: not comparable with {data})")
     per_class = results[-1].per_class_accuracy
     if len(per_class) <= 30:
         lines += ["", f"per-class top-1 accuracy ({results[-1].name}):"]
@@ -148,7 +157,7 @@ def format_results(results, class_names, *, fmt: str, split: str, tta: str, data
     return "\n".join(lines)
 
 
-def run_predict(args) -> int:
+def predict_command(args) -> int:
     device = pick_device(args.device)
     item = load_trained(args.checkpoint, model_name=args.model)
     member = _members([item], device, amp=args.amp, channels_last=False, tta=args.tta)[0]

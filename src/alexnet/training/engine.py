@@ -81,11 +81,12 @@ def probabilities(m: Member, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(members: list[Member], batches: Iterable[Batch], device: torch.device, num_classes: int,
-             dist: Dist = Dist(), progress=None) -> list[EvalResult]:
+             dist: Dist | None = None, progress=None) -> list[EvalResult]:
     """Accuracy of each member and, with several, of their average softmax (the paper's ensembles).
 
     Counts are summed over all processes; every rank returns the same totals.
     """
+    dist = dist or Dist()  # one process
     names = [m.name or f"model {i + 1}" for i, m in enumerate(members)]
     if len(members) > 1:
         names.append("ensemble")

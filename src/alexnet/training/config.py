@@ -1,0 +1,310 @@
+"""The training configuration: one dataclass, the single source of the command-line flags, and the one
+function that resolves it.
+
+Values are layered, later wins: the recipe (``--recipe``; by default the model's own) < a TOML/YAML/JSON
+config file (``--config``) < the flags or keyword arguments given. What the data decides (the small
+models' channels and size, the pad before small-image crops, whether mirrors keep the label) is filled
+in from the data source. :func:`resolve_config` does all of it, before anything runs, and returns a
+:class:`TrainConfig` with every value explicit: that is what ``config.json`` records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from ..cliargs import format_table, parse_kv
+from ..data import DataSource, build_source
+from ..errors import UserError
+from ..models import check_options, data_options, model_cfg, model_options
+from ..runtime import check_cuda_graphs, pick_device
+from .recipes import RECIPE_FIELDS, RECIPES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def opt(default, help: str, group: str, *, kind: type | None = None, **extra):
+    """A field with its flag's help text and group; ``kind`` is its type when the default is None."""
+    kind = kind or type(default)
+    return field(default=default, metadata={"help": help, "group": group, "type": kind, **extra})
+
+
+GROUPS = {
+    "run": "run",
+    "model": "model",
+    "data": "data and augmentation",
+    "optim": "optimization",
+    "speed": "speed",
+}
+FROM_RECIPE = "from the recipe"
+FROM_DATA = "from the data"
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run. ``None`` means "not decided yet" (the recipe or the data
+    decides it in :func:`resolve_config`); a resolved config holds no ``None``."""
+
+    # run
+    recipe: str = opt(None, "named set of defaults (default: the model's own; `alexnet models` shows it)",
+                      "run", kind=str, choices=tuple(RECIPES))
+    name: str = opt(None, "run name; the run is written to OUT/NAME (default: a timestamp)", "run", kind=str)
+    out: str = opt("runs", "folder that holds the run directories", "run")
+    seed: int = opt(0, "seed for initialization, data order, augmentation and dropout", "run")
+    quiet: bool = opt(False, "no progress bars; one line per epoch only", "run")
+    save_every: int = opt(0, "also checkpoint every N steps inside an epoch (0: at epoch ends only)", "run")
+    # model
+    model: str = opt("alexnet-small", "model name (`alexnet models` lists them)", "model")
+    model_opts: dict = opt(None, "model option as KEY=VALUE, repeatable (e.g. --opt lrn=false)", "model",
+                           kind=dict, flag="--opt", metavar="KEY=VALUE")
+    pretrained: str = opt("", "start from these weights (a run directory, one of its checkpoints, a "
+                              "torchvision .pth or a .safetensors file); the output layer is "
+                              "re-initialized when the class count differs", "model")
+    # data
+    data: str = opt("digits", "dataset spec: digits, synthetic, a folder, cifar10:PATH, mnist:PATH, "
+                              "store:PATH, ...", "data")
+    batch_size: int = opt(None, "images per optimizer step, over all processes", "data", kind=int)
+    workers: int = opt(0, "data loading worker processes (0: in the main process)", "data")
+    normalize: str = opt(None, "paper: subtract the training set's mean image; channel: its per-channel "
+                               "mean; standard: per-channel mean and std; imagenet: torchvision's fixed "
+                               "ImageNet mean and std", "data", kind=str,
+                         choices=("paper", "channel", "standard", "imagenet"))
+    crop: str = opt(None, "training crops: random (the paper's) or random-resized (torchvision's)", "data",
+                    kind=str, choices=("random", "random-resized"))
+    pad: int = opt(None, "zero padding before random crops (default from the data: 2 pixels for 28x28 "
+                         "images, 4 for 32x32, none for photographs)", "data", kind=int)
+    flip: str = opt(None, "random horizontal flips (default from the data: on unless a mirror changes the "
+                          "label, as for digits)", "data", kind=str, choices=("on", "off"))
+    lighting: str = opt(None, "PCA lighting: none, data (eigen-decomposition of the training set), "
+                              "imagenet (the published constants)", "data", kind=str,
+                        choices=("none", "data", "imagenet"))
+    lighting_std: float = opt(None, "standard deviation of the lighting coefficients alpha", "data",
+                              kind=float)
+    stats_images: int = opt(0, "images used for mean / PCA statistics (0: the whole training split)", "data")
+    tta: str = opt(None, "test views for the final evaluation: center or 10crop", "data", kind=str,
+                   choices=("center", "10crop"))
+    # optimization
+    epochs: int = opt(None, "passes over the training split", "optim", kind=int)
+    optimizer: str = opt(None, "paper-sgd (the paper's update rule) or sgd (torch.optim.SGD)", "optim",
+                         kind=str, choices=("paper-sgd", "sgd"))
+    lr: float = opt(None, "learning rate", "optim", kind=float)
+    momentum: float = opt(None, "momentum", "optim", kind=float)
+    weight_decay: float = opt(None, "weight decay (L2)", "optim", kind=float)
+    schedule: str = opt(None, "learning-rate schedule: plateau (divide by 10 when val error stalls), step, "
+                              "cosine, constant", "optim", kind=str,
+                        choices=("plateau", "step", "cosine", "constant"))
+    warmup_epochs: int = opt(None, "linear learning-rate warm-up epochs (cosine schedule)", "optim", kind=int)
+    patience: int = opt(None, "plateau: epochs without a better val error before the lr drops", "optim",
+                        kind=int)
+    max_drops: int = opt(None, "plateau: at most this many drops", "optim", kind=int)
+    plateau_threshold: float = opt(None, "plateau: a val top-1 error lower than the best by more than this "
+                                         "many percentage points counts as an improvement", "optim",
+                                   kind=float)
+    lr_factor: float = opt(None, "plateau / step: multiply the lr by this at a drop", "optim", kind=float)
+    step_size: int = opt(None, "step: drop the lr every this many epochs", "optim", kind=int)
+    accum_steps: int = opt(1, "split each batch into this many micro-batches (same result, less memory)",
+                           "optim")
+    # speed
+    device: str = opt("auto", "auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps", "speed")
+    amp: str = opt("off", "mixed precision: off, bf16, fp16", "speed", choices=("off", "bf16", "fp16"))
+    channels_last: bool = opt(False, "NHWC memory layout", "speed")
+    compile: bool = opt(False, "torch.compile the model (TorchInductor fuses ReLU, LRN and pooling)", "speed")
+    cuda_graphs: bool = opt(False, "CUDA only: compile and replay each step as CUDA graphs (pays for small "
+                                   "models and batches, where kernel launches bound the step)", "speed")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def check(self) -> "TrainConfig":
+        """Raise :class:`UserError` for an unresolved, out-of-range or inconsistent value."""
+        unresolved = [f.name for f in fields(self) if getattr(self, f.name) is None]
+        if unresolved:
+            raise UserError(f"unresolved option(s) {', '.join(unresolved)}: build configs with "
+                            "resolve_config")
+        for f in fields(self):
+            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            if choices and value not in choices:
+                raise UserError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{f.name} must be a finite number, got {value}")
+        for name in ("epochs", "batch_size", "accum_steps", "patience", "step_size"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("workers", "save_every", "stats_images", "pad", "warmup_epochs", "max_drops", "seed"):
+            _at_least(name, getattr(self, name), 0)
+        for name in ("weight_decay", "lighting_std", "plateau_threshold"):
+            _at_least(name, getattr(self, name), 0)
+        if self.lr <= 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 < self.lr_factor < 1:
+            raise UserError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
+        if self.batch_size % self.accum_steps:
+            raise UserError(f"batch_size {self.batch_size} is not divisible by accum_steps "
+                            f"{self.accum_steps}")
+        if not self.name or Path(self.name).name != self.name or self.name in (".", ".."):
+            raise UserError(f"--name is a folder name inside --out, not a path: {self.name!r}")
+        return self
+
+
+def _at_least(name: str, value, low) -> None:
+    if value < low:
+        raise UserError(f"{name} must be >= {low}, got {value}")
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+# What may change when a run is resumed: nothing that changes what was computed so far.
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "quiet", "save_every", "compile", "cuda_graphs", "out")
+
+
+# ----------------------------------------------------------------------------- reading values
+
+def read_config_file(path: str) -> dict:
+    """Read a TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON file of TrainConfig values."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no such config file: {path}")
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(p.read_text())
+        elif p.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(p.read_text()) or {}
+        elif p.suffix == ".json":
+            data = json.loads(p.read_text())
+        else:
+            raise UserError(f"{path}: config files must be .toml, .yaml, .yml or .json")
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of option names to values")
+    return check_values(_flatten_sections(data), path)
+
+
+def _flatten_sections(data: dict) -> dict:
+    """Accept both flat files and files grouped in sections ([model], [optim], ...)."""
+    flat = {}
+    for key, value in data.items():
+        key = key.replace("-", "_")
+        if isinstance(value, dict) and key not in FIELDS:
+            flat.update(_flatten_sections(value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def check_values(values: dict, where: str) -> dict:
+    """Known option names, and each value of its field's type (ints are fine where floats are)."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise UserError(f"{where}: unknown option(s) {', '.join(unknown)}")
+    out = {}
+    for key, value in values.items():
+        kind = FIELDS[key].metadata["type"]
+        if key == "model_opts" and isinstance(value, (list, tuple)):
+            value = parse_kv(value, what="model option")
+        elif key == "recipe" and value == "auto":  # the model's own, as when the option is left out
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise UserError(f"{where}: {key} must be {kind.__name__}, got {value!r}")
+        out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- resolving
+
+def resolve_config(values: dict | None = None, *, config_file: str | None = None,
+                   resume: dict | None = None, source: DataSource | None = None,
+                   where: str = "option") -> tuple[TrainConfig, DataSource]:
+    """Turn what the user gave into a fully resolved, checked :class:`TrainConfig`.
+
+    Args:
+        values: options given explicitly (flags, or keyword arguments of :func:`alexnet.train`).
+        config_file: a TOML / YAML / JSON file of options; ``values`` override it.
+        resume: the checkpoint of a run being continued: its recorded config is the base, and only
+            :data:`RESUMABLE_CHANGES` may differ in ``values``.
+        source: the data source when the caller has built it already.
+
+    Returns the config and the data source it was resolved against.
+    """
+    given = check_values(dict(values or {}), where)
+    if resume is not None:
+        if config_file:
+            raise UserError("--config cannot be combined with --resume (the run keeps its own config)")
+        recorded = _upgrade(resume["config"])
+        changed = {k: v for k, v in given.items() if recorded.get(k) != v}
+        refused = sorted(set(changed) - set(RESUMABLE_CHANGES))
+        if refused:
+            raise UserError(f"cannot change {', '.join(refused)} when resuming "
+                            f"(allowed: {', '.join(RESUMABLE_CHANGES)})")
+        layered = {**recorded, **changed}
+    else:
+        from_file = read_config_file(config_file) if config_file else {}
+        layered = {**from_file, **given}
+        if "model_opts" in from_file and "model_opts" in given:
+            layered["model_opts"] = {**from_file["model_opts"], **given["model_opts"]}
+        model = layered.get("model", FIELDS["model"].default)
+        recipe = layered.get("recipe") or model_cfg(model).recipe
+        layered = {**RECIPES[recipe], **layered, "recipe": recipe}
+    cfg = TrainConfig(**layered)
+    if source is None:
+        source = build_source(cfg.data)
+    return fill_from_data(cfg, source).check(), source
+
+
+def fill_from_data(cfg: TrainConfig, source: DataSource) -> TrainConfig:
+    """Decide what the data decides, and every other value left open, explicitly."""
+    given = check_options(cfg.model, dict(cfg.model_opts or {}))
+    sized = data_options(cfg.model, source.channels, source.base_size)
+    if sized and source.imagery != "small" and "img_size" not in given:
+        raise UserError(f"{cfg.model} is made for 28x28 / 32x32 images and {source.name} holds "
+                        f"{source.base_size}x{source.base_size} photographs; use alexnet2012 or alexnet-owt, "
+                        f"or set --opt img_size=N")
+    options = {**model_options(cfg.model), **sized, **given}
+    pad = cfg.pad
+    if pad is None:
+        pad = {28: 2, 32: 4}.get(source.base_size, 0) if source.imagery == "small" else 0
+    flip = cfg.flip or ("on" if source.flip else "off")
+    device = cfg.device
+    if device == "auto":
+        device = pick_device(device).type
+    pick_device(device)  # an absent device is an error now, before a run folder exists
+    if cfg.cuda_graphs:
+        check_cuda_graphs(pick_device(device))
+    name = cfg.name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    return cfg.replace(model_opts=options, pad=pad, flip=flip, device=device, name=name)
+
+
+def _upgrade(recorded: dict) -> dict:
+    """A config recorded by an earlier version: its "auto" / -1 markers mean "decide again"."""
+    out = {k: v for k, v in recorded.items() if k in FIELDS}
+    if out.get("pad") == -1:
+        out["pad"] = None
+    if out.get("flip") == "auto":
+        out["flip"] = None
+    if out.get("name") == "":
+        out["name"] = None
+    return out
+
+
+def recipe_table() -> str:
+    """The recipes side by side, one row per option they set."""
+    names = list(RECIPES)
+    rows = [[key, *(RECIPES[r][key] for r in names)] for key in RECIPE_FIELDS]
+    return format_table(["option", *names], rows, align="l" * (len(names) + 1))

@@ -1,0 +1,154 @@
+"""Starting a run: :func:`train` (Python) and ``alexnet train`` (the command) both come here.
+
+The order is always: resolve the configuration (nothing is written yet, so a bad option costs nothing),
+start the processes, make or reopen the run folder, build the :class:`Trainer`, train, test.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from ..provenance import environment
+from ..runtime import amp_warning
+from .checkpoint import load_checkpoint
+from .config import RESUMABLE_CHANGES, resolve_config
+from .distributed import compute_cleanup, compute_init
+from .rundir import RunDir
+from .trainer import StopRequest, Trainer
+
+
+class TrainingStopped(Exception):
+    """Raised by :func:`train` when SIGINT / SIGTERM stopped the run (it was saved and can resume)."""
+
+    def __init__(self, signum: int, run_dir: Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; resume with: alexnet train --resume "
+                         f"{run_dir}")
+        self.signum, self.run_dir = signum, run_dir
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    results: dict | None  # results.json; None when a signal stopped the run
+    signum: int | None = None
+
+
+def train(model: str | None = None, data: str | None = None, *, config_file: str | None = None,
+          resume: str | None = None, **options) -> dict:
+    """Train a model as ``alexnet train`` does, with the same defaults; returns ``results.json``'s content
+    plus ``run_dir``.
+
+    ``alexnet.train(model="alexnet2012", data="synthetic", epochs=2)`` is
+    ``alexnet train --model alexnet2012 --data synthetic --epochs 2``; keyword names are the flags' with
+    underscores, ``model_opts`` a dict (``--opt``).
+    """
+    values = {**options, **({"model": model} if model else {}), **({"data": data} if data else {})}
+    outcome = launch(values, config_file=config_file, resume=resume, where="argument")
+    if outcome.signum is not None:
+        raise TrainingStopped(outcome.signum, outcome.run_dir)
+    return {**outcome.results, "run_dir": str(outcome.run_dir)}
+
+
+def launch(values: dict, *, config_file: str | None = None, resume: str | None = None,
+           where: str = "option") -> Outcome:
+    """Resolve, then run. ``values`` are the options given explicitly."""
+    checkpoint, recorded = None, None
+    if resume:
+        rundir, checkpoint, recorded = _reopen(Path(resume))
+        cfg, source = resolve_config(values, config_file=config_file, resume={"config": recorded},
+                                     where=where)
+    else:
+        cfg, source = resolve_config(values, config_file=config_file, where=where)
+        rundir = RunDir(Path(cfg.out) / cfg.name)
+    dist, device = compute_init(cfg.device)
+    try:
+        rundir.primary = dist.primary
+        if resume:
+            for stale in rundir.clean_leftovers():
+                rundir.log(f"removed {stale.name}, left by a run killed while writing it")
+        else:
+            rundir.create()
+        dist.barrier()
+        try:
+            trainer = Trainer(cfg, source, rundir, dist, device, checkpoint=checkpoint)
+        except BaseException:
+            if not resume and dist.primary and rundir.path.is_dir() and not any(rundir.path.iterdir()):
+                rundir.path.rmdir()  # nothing was written: leave no empty run behind
+            raise
+        _record_start(trainer, recorded, resumed=bool(resume), restarted=bool(resume) and checkpoint is None,
+                      world=dist.world)
+        warning = amp_warning(device, cfg.amp)
+        if warning:
+            rundir.log(warning, err=True)
+        with StopRequest() as stop:
+            signum = trainer.fit(stop)
+        if signum is not None:
+            rundir.log(f"stopped by {signal.Signals(signum).name} at epoch {trainer.epoch + 1}, step "
+                       f"{trainer.state.step}; saved {rundir.last}. Resume with: alexnet train --resume "
+                       f"{rundir.path}", err=True)
+            return Outcome(rundir.path, None, signum)
+        return Outcome(rundir.path, trainer.finish())
+    finally:
+        compute_cleanup()
+
+
+def _reopen(path: Path) -> tuple[RunDir, dict | None, dict]:
+    """A run to continue: from its last checkpoint, or (killed before it wrote one) from the start."""
+    rundir = RunDir(path)
+    if rundir.last.is_file():
+        checkpoint = load_checkpoint(rundir.last)
+        recorded = checkpoint["config"]
+    elif rundir.config_file.is_file():
+        checkpoint, recorded = None, rundir.read_config()["config"]
+    else:
+        raise UserError(f"{path} is not a run directory (no config.json or checkpoints/last.pt to resume "
+                        "from)")
+    # where the run is now, whatever folder it was started in
+    return rundir, checkpoint, {**recorded, "out": str(path.parent), "name": path.name}
+
+
+def _record_start(trainer: Trainer, recorded: dict | None, *, resumed: bool, restarted: bool,
+                  world: int) -> None:
+    """config.json (written once, amended on a resume that changes options) and the first log line."""
+    cfg, rundir, source = trainer.cfg, trainer.rundir, trainer.source
+    if not resumed or restarted:
+        rundir.write_json("config.json", {
+            "config": cfg.to_dict(), "environment": environment(trainer.device),
+            "data": {"name": source.name, **source.notes, "classes": source.num_classes},
+            "world_size": world, "resumes": []})
+        if restarted:
+            rundir.log(f"restarting {rundir.path} from its config: it was stopped before its first "
+                       "checkpoint")
+        else:
+            rundir.log(f"run {rundir.path}: {cfg.model} on {cfg.data}, recipe {cfg.recipe}, {cfg.epochs} "
+                       "epochs, "
+                       f"device {trainer.device}" + (f" x{world}" if world > 1 else ""))
+        return
+    changed = {k: [recorded.get(k), getattr(cfg, k)] for k in RESUMABLE_CHANGES
+               if k not in ("out",) and k in recorded and recorded[k] != getattr(cfg, k)}
+    rundir.log(f"resuming {rundir.path} at epoch {trainer.epoch + 1}, step {trainer.state.step}")
+    if changed:
+        record = rundir.read_config()
+        record["config"] = cfg.to_dict()
+        record.setdefault("resumes", []).append({
+            "epoch": trainer.epoch, "step": trainer.state.step, "changed": changed,
+            "environment": environment(trainer.device)})
+        rundir.write_json("config.json", record)
+        rundir.log("changed on resume: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+        if "epochs" in changed:
+            rundir.log(f"the {cfg.schedule} schedule now spans {cfg.epochs} epochs: "
+                       + _schedule_note(cfg.schedule, trainer.schedule.lr))
+
+
+def _schedule_note(schedule: str, lr: float) -> str:
+    if schedule == "cosine":
+        return (f"the cosine curve is recomputed over the new length, so the lr continues from {lr:.3g} (the "
+                f"new curve's value at this step), not from where the old curve ended")
+    if schedule == "plateau":
+        return f"drops still follow the validation error; the lr continues at {lr:.3g}"
+    if schedule == "step":
+        return f"drops continue every step_size epochs; the lr continues at {lr:.3g}"
+    return f"the lr stays {lr:.3g}"

@@ -1,0 +1,88 @@
+"""Recipes: named, complete sets of training defaults that config files and flags override.
+
+Every recipe sets every option in :data:`RECIPE_FIELDS`, so a run's ``config.json`` shows which
+value came from where, and ``alexnet train --help`` can list each recipe's value beside each flag.
+A model's own recipe (its ``default_cfg.recipe``: ``paper`` for alexnet2012, ``torchvision`` for
+alexnet-owt, ``small`` for the small-input nets) is used when ``--recipe`` is not given.
+
+- ``paper``: the protocol of Krizhevsky et al. (2012), sections 3-5: batch 128, the paper's update rule
+  with momentum 0.9 and weight decay 0.0005, lr 0.01 divided by 10 when the validation error stops
+  improving (three times), about 90 epochs, random 224 (227) crops and mirrors, PCA lighting from
+  the training set's RGB covariance with alpha ~ N(0, 0.1), the mean image subtracted, and the
+  ten-patch test.
+- ``torchvision``: torchvision's reference script for AlexNet (``references/classification/train.py``
+  and its README: ``--lr 1e-2``, 90 epochs, lr x0.1 every 30 epochs, weight decay 1e-4, batch 32 on
+  8 GPUs), with its random-resized crops, flips, fixed ImageNet mean/std and a centre-crop test.
+- ``small``: what trains the small-input models well on digits / MNIST / CIFAR-10 in minutes (measured
+  on the embedded digits: 98.89% test top-1 in 20 epochs): batch 32, SGD momentum 0.9, lr 0.02 with
+  one warm-up epoch and a cosine decay, weight decay 5e-4, shifts by zero-pad-and-crop, per-channel
+  standardization.
+"""
+
+from __future__ import annotations
+
+RECIPES: dict[str, dict] = {
+    "paper": {
+        "batch_size": 128,           # images per step (section 5)
+        "optimizer": "paper-sgd",    # v <- 0.9 v - 0.0005 lr w - lr grad; w <- w + v (section 5)
+        "lr": 0.01,                  # "initialized at 0.01"
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "plateau",       # "divide the learning rate by 10 when the validation error rate
+        "patience": 4,               #  stopped improving": 4 epochs is our reading; the paper gives none
+        "max_drops": 3,              # "reduced three times prior to termination"
+        "plateau_threshold": 0.0,    # percentage points of val top-1 error that count as better
+        "lr_factor": 0.1,
+        "step_size": 30,             # unused by plateau
+        "warmup_epochs": 0,
+        "epochs": 90,                # "roughly 90 cycles through the training set"
+        "normalize": "paper",        # subtract the mean image; pixels stay 0..255 (section 2)
+        "crop": "random",            # random 224 (227) patches of the 256x256 image (section 4.1)
+        "lighting": "data",          # PCA of the training set's RGB pixels (section 4.1)
+        "lighting_std": 0.1,         # alpha ~ N(0, 0.1)
+        "tta": "10crop",             # four corners + centre, and their mirrors (section 4.1)
+    },
+    "torchvision": {
+        "batch_size": 256,           # 8 GPUs x 32 in the reference script
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "schedule": "step",
+        "patience": 5,               # unused by step
+        "max_drops": 3,              # unused by step
+        "plateau_threshold": 0.0,    # unused by step
+        "step_size": 30,             # epochs (--lr-step-size 30)
+        "lr_factor": 0.1,            # --lr-gamma 0.1
+        "warmup_epochs": 0,
+        "epochs": 90,
+        "normalize": "imagenet",     # mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)
+        "crop": "random-resized",    # scale (0.08, 1), ratio (3/4, 4/3)
+        "lighting": "none",
+        "lighting_std": 0.1,         # unused without lighting
+        "tta": "center",
+    },
+    "small": {
+        "batch_size": 32,
+        "optimizer": "sgd",
+        "lr": 0.02,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+        "warmup_epochs": 1,          # linear from lr/35 over the first epoch
+        "patience": 5,               # unused by cosine
+        "max_drops": 3,              # unused by cosine
+        "plateau_threshold": 0.0,    # unused by cosine
+        "lr_factor": 0.1,            # unused by cosine
+        "step_size": 30,             # unused by cosine
+        "epochs": 20,
+        "normalize": "standard",     # per-channel mean and std of the training split
+        "crop": "random",            # zero-pad then crop: shifts of a few pixels
+        "lighting": "none",
+        "lighting_std": 0.1,         # unused without lighting
+        "tta": "center",
+    },
+}
+
+RECIPE_FIELDS = tuple(RECIPES["paper"])
+assert all(set(r) == set(RECIPE_FIELDS) for r in RECIPES.values()), "every recipe sets every option"

@@ -1,0 +1,87 @@
+"""What a run is built from, given its resolved config: the model, the statistics, the presets, the
+optimizer. Each function reads the config and returns one object; none of them writes anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data import DataSource
+from ..data.stats import load_or_compute_stats
+from ..data.transforms import Lighting, Normalization, Preset
+from ..errors import UserError
+from ..models import create_model
+from ..models.base import ImageClassifier
+from ..models.weights import load_pretrained
+from ..optim import PaperSGD
+from .checkpoint import find_checkpoint
+from .config import TrainConfig
+from .distributed import Dist
+
+
+def build_model(cfg: TrainConfig, source: DataSource) -> ImageClassifier:
+    """The model with its initial weights: seeded by ``cfg.seed``, or ``cfg.pretrained``."""
+    torch.manual_seed(cfg.seed)  # the same initial weights for the same seed
+    model = create_model(cfg.model, num_classes=source.num_classes, **cfg.model_opts)
+    c = model.input_size[0]
+    if c != source.channels:
+        raise UserError(f"{cfg.model} takes {c}-channel images and {source.name} has {source.channels}")
+    if cfg.pretrained:
+        path = Path(cfg.pretrained)
+        load_pretrained(model, find_checkpoint(path) if path.is_dir() else path, new_head=True)
+    return model
+
+
+def needs_stats(cfg: TrainConfig) -> bool:
+    return cfg.normalize != "imagenet" or cfg.lighting == "data"
+
+
+def load_stats(cfg: TrainConfig, source: DataSource, dist: Dist) -> dict | None:
+    """Mean image / per-channel statistics / PCA of the training split, computed once and cached:
+    rank 0 first, then the others read its cache."""
+    if not needs_stats(cfg):
+        return None
+    stats = None
+    for turn in (True, False):
+        if dist.primary == turn:
+            stats = load_or_compute_stats(source, max_images=cfg.stats_images or None, workers=cfg.workers,
+                                          progress=not cfg.quiet)
+        if turn:
+            dist.barrier()
+    return stats
+
+
+def build_presets(cfg: TrainConfig, source: DataSource, model: ImageClassifier,
+                  stats: dict | None) -> tuple[Preset, Preset]:
+    """The training preset and the centre-crop evaluation preset for this data and model."""
+    if cfg.normalize == "paper":
+        norm = Normalization(stats["mean_image"], torch.ones(source.channels, 1, 1))
+    elif cfg.normalize == "channel":
+        norm = Normalization.per_channel(stats["mean"])
+    elif cfg.normalize == "standard":
+        norm = Normalization.per_channel(stats["mean"], stats["std"].clamp_min(1.0))
+    else:
+        if source.channels != 3:
+            raise UserError("--normalize imagenet needs RGB images")
+        norm = Normalization.torchvision()
+    lighting = None
+    if cfg.lighting != "none":
+        if source.channels != 3:
+            raise UserError(f"PCA lighting needs RGB images; {source.name} has {source.channels} channel(s)")
+        lighting = (Lighting.imagenet(cfg.lighting_std) if cfg.lighting == "imagenet"
+                    else Lighting(stats["eigval"], stats["eigvec"], cfg.lighting_std))
+    crop, base = model.input_size[-1], source.base_size
+    try:
+        train = Preset(train=True, crop=crop, base_size=base, norm=norm, pad=cfg.pad, flip=cfg.flip == "on",
+                       lighting=lighting, resized=cfg.crop == "random-resized")
+        test = Preset(train=False, crop=crop, base_size=base, norm=norm)
+    except ValueError as e:
+        raise UserError(f"{cfg.model} on {source.name}: {e}") from None
+    return train, test
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    kind = PaperSGD if cfg.optimizer == "paper-sgd" else torch.optim.SGD
+    return kind(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -1,0 +1,310 @@
+"""The training loop of one run: epochs of :func:`train_one_epoch`, validation, the learning-rate
+schedule, checkpoints, and the final test.
+
+Everything random (data order, crops, flips, lighting, dropout) is seeded from (seed, epoch, rank), and
+mid-epoch checkpoints store the generators' states, so a resumed run repeats exactly what the
+uninterrupted run would have done. All of the loop's state goes through :meth:`Trainer.state_dict`.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+
+import torch
+from tqdm import tqdm
+
+from ..data import DataSource
+from ..data.loader import EpochLoader, batch_indices, epoch_seed
+from ..data.transforms import Preset
+from ..errors import UserError
+from ..provenance import environment
+from ..runtime import grad_scaler, prepare_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import Dist
+from .engine import EvalResult, Member, TrainState, evaluate, train_one_epoch
+from .rundir import RunDir
+from .schedule import Schedule
+from .setup import build_model, build_optimizer, build_presets, load_stats
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite: the run stops, keeping its last good checkpoint."""
+
+
+class StopRequest:
+    """SIGINT / SIGTERM ask the loop to finish its step, save and exit; a second Ctrl-C is immediate."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def _handle(self, signum, _frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        return False
+
+
+class Trainer:
+    """One run: built from a resolved config and its data source; ``checkpoint`` continues one."""
+
+    def __init__(self, cfg: TrainConfig, source: DataSource, rundir: RunDir, dist: Dist,
+                 device: torch.device, checkpoint: dict | None = None):
+        self.cfg, self.source, self.rundir, self.dist, self.device = cfg, source, rundir, dist, device
+        for split in ("train", "val"):
+            source.split(split)  # fail now, not after an epoch, when a split is empty
+        if cfg.batch_size % dist.world:
+            raise UserError(f"batch size {cfg.batch_size} is not divisible by {dist.world} processes")
+        self.model = build_model(cfg, source)  # the plain module: what checkpoints save
+        if checkpoint is not None:
+            self.train_preset = Preset.from_dict(checkpoint["preset"], train=True)
+            self.test_preset = Preset.from_dict(checkpoint["preset"], train=False)
+        else:
+            stats = load_stats(cfg, source, dist)
+            self.train_preset, self.test_preset = build_presets(cfg, source, self.model, stats)
+        # the module to call: compiled and/or DDP-wrapped around self.model
+        self.net = prepare_model(self.model, device, channels_last=cfg.channels_last, compile=cfg.compile,
+                                 cuda_graphs=cfg.cuda_graphs)
+        if dist.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.scaler = grad_scaler(device, cfg.amp)
+        self.local_batch = cfg.batch_size // dist.world
+        self.steps_per_epoch = len(self._train_batches(0))
+        self.schedule = Schedule(cfg.schedule, self.optimizer, base_lr=cfg.lr, epochs=cfg.epochs,
+                                 steps_per_epoch=self.steps_per_epoch, factor=cfg.lr_factor,
+                                 patience=cfg.patience, max_drops=cfg.max_drops,
+                                 threshold=cfg.plateau_threshold, step_size=cfg.step_size,
+                                 warmup_epochs=cfg.warmup_epochs)
+        self.generator = torch.Generator()  # crops, flips, lighting
+        self.epoch = 0
+        self.state = TrainState()  # the epoch in progress
+        self.history: list[dict] = []
+        self.best_top1, self.best_epoch, self.train_seconds = -1.0, 0, 0.0
+        self.bad_files: set[str] = set()
+        self.resume_rng: dict | None = None  # generator states to continue a half-done epoch with
+        self.noted = 0  # skipped files of this epoch already warned about
+        if checkpoint is not None:
+            self.load_state_dict(checkpoint)
+
+    # -- checkpoints
+
+    def state_dict(self, *, full: bool = True) -> dict:
+        """Everything a checkpoint holds; ``full=False`` leaves out the optimizer (best.pt)."""
+        rng = {"torch": torch.get_rng_state(), "aug": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model_name": self.cfg.model, "model_options": dict(self.cfg.model_opts),
+            "num_classes": self.source.num_classes, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if full else None,
+            "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "state": self.state.to_dict(), "rng": rng, "history": self.history,
+            "best_top1": self.best_top1, "best_epoch": self.best_epoch, "train_seconds": self.train_seconds,
+            "bad_files": sorted(self.bad_files), "config": self.cfg.to_dict(),
+            "preset": self.train_preset.to_dict(), "classes": self.source.classes,
+            "class_names": self.source.class_names, "data": self.source.name, "versions": environment(),
+        }
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.history = ckpt["epoch"], list(ckpt["history"])
+        self.best_top1, self.best_epoch = ckpt["best_top1"], ckpt["best_epoch"]
+        self.train_seconds, self.bad_files = ckpt["train_seconds"], set(ckpt["bad_files"])
+        if ckpt["state"]["step"] > 0:  # inside an epoch: continue its batches with its generators
+            self.state = TrainState(**ckpt["state"])
+            self.resume_rng = ckpt["rng"]
+
+    def save(self, which: str = "last") -> None:
+        if self.dist.primary:
+            path = self.rundir.last if which == "last" else self.rundir.best
+            save_checkpoint(path, self.state_dict(full=which == "last"))
+
+    # -- the loop
+
+    def _train_batches(self, epoch: int) -> list[torch.Tensor]:
+        n = len(self.source.split("train"))
+        return batch_indices(n, self.local_batch, shuffle=True, seed=self.cfg.seed, epoch=epoch,
+                             rank=self.dist.rank, world=self.dist.world)
+
+    def _seed_epoch(self) -> None:
+        if self.resume_rng is not None:
+            rng, self.resume_rng = self.resume_rng, None
+            torch.set_rng_state(rng["torch"])
+            self.generator.set_state(rng["aug"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+            return
+        base = epoch_seed(self.cfg.seed, self.epoch) * 64 + self.dist.rank
+        torch.manual_seed(base)  # dropout
+        self.generator.manual_seed(base + 1)  # crops, flips, lighting
+
+    def _check_finite(self, loss_sum: float) -> None:
+        if not math.isfinite(loss_sum):
+            kept = f"the last good checkpoint is kept: {self.rundir.last}" if self.rundir.last.is_file() \
+                else "no checkpoint was written"
+            raise NonFiniteLoss(f"the training loss became {loss_sum} in epoch {self.epoch + 1}, step "
+                                f"{self.state.step} (lr {self.schedule.lr:.3g}): the run diverged; try a "
+                                "lower "
+                                f"--lr; {kept}")
+
+    def _note_bad_files(self, names: list[str]) -> None:
+        """Warn once per file; ``names`` is the epoch's growing list of skipped files."""
+        for name in names[self.noted:]:
+            if name not in self.bad_files:
+                self.bad_files.add(name)
+                self.rundir.log(f"warning: skipped undecodable file {name}", err=True)
+        self.noted = len(names)
+
+    def fit(self, stop: StopRequest) -> int | None:
+        """Train the remaining epochs; returns a signal number if stopped by one."""
+        cfg, dist = self.cfg, self.dist
+        while self.epoch < cfg.epochs:
+            self._seed_epoch()
+            self.noted = 0
+            batches = self._train_batches(self.epoch)
+            loader = EpochLoader(self.source.split("train"), batches, start=self.state.step,
+                                 workers=cfg.workers,
+                                 pin_memory=self.device.type == "cuda")
+            bar = tqdm(total=len(batches), initial=self.state.step,
+                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       unit="step", leave=False, dynamic_ncols=True, disable=cfg.quiet or not dist.primary)
+
+            def after_step(state: TrainState, steps: int = len(batches)) -> bool:
+                self._check_finite(state.loss_sum)
+                self.schedule.after_step()
+                self._note_bad_files(state.skipped)
+                if dist.any(stop.signum is not None, self.device):
+                    return True
+                if cfg.save_every and state.step % cfg.save_every == 0 and state.step < steps:
+                    self.save("last")
+                return False
+
+            t0 = time.perf_counter()
+            stopped = train_one_epoch(self.net, self.optimizer, self.scaler, loader, self.train_preset,
+                                      self.generator, self.device, state=self.state, amp=cfg.amp,
+                                      channels_last=cfg.channels_last, accum_steps=cfg.accum_steps,
+                                      after_step=after_step, progress=bar)
+            bar.close()
+            self.train_seconds += time.perf_counter() - t0
+            if stopped:
+                self.save("last")
+                return stop.signum or signal.SIGTERM
+            self._end_epoch()
+            if dist.any(stop.signum is not None, self.device):
+                return stop.signum or signal.SIGTERM
+        return None
+
+    def _end_epoch(self) -> None:
+        cfg, dist = self.cfg, self.dist
+        sums = torch.tensor([self.state.count, self.state.loss_sum, self.state.correct], dtype=torch.float64,
+                            device=self.device)
+        count, loss_sum, correct = dist.all_reduce_sum(sums).tolist()
+        train_loss = loss_sum / max(count, 1)
+        val = self.evaluate_split("val")
+        lr = self.schedule.lr
+        self.epoch += 1
+        dropped = self.schedule.after_epoch(self.epoch, 100 * (1 - val.top1_accuracy))
+        record = {"epoch": self.epoch, "train_loss": train_loss,
+                  "train_top1": correct / max(count, 1), "val_loss": val.loss, "val_top1": val.top1_accuracy,
+                  "val_top5": val.top5_accuracy, "lr": lr, "seconds": self.state.seconds,
+                  "images_per_second": count / max(self.state.seconds, 1e-9),
+                  "skipped_files": len(self.state.skipped) + val.skipped}
+        self.history.append(record)
+        self.state = TrainState()
+        improved = val.top1_accuracy > self.best_top1
+        if improved:
+            self.best_top1, self.best_epoch = val.top1_accuracy, self.epoch
+        # last.pt first: if we die between the two writes, best.pt is one epoch stale, never broken
+        self.save("last")
+        if improved:
+            self.save("best")
+        self.rundir.write_metrics(self.history)
+        k = min(5, self.source.num_classes)
+        line = (f"epoch {self.epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} "
+                f"top-1 {100 * record['train_top1']:5.1f}%  val loss {val.loss:.4f} "
+                f"top-1 {100 * val.top1_accuracy:5.1f}% top-{k} {100 * val.top5_accuracy:5.1f}%  "
+                f"lr {lr:.3g}  {record['seconds']:.1f}s ({record['images_per_second']:.0f} img/s)")
+        if record["skipped_files"]:
+            line += f"  skipped {record['skipped_files']} bad file(s)"
+        self.rundir.log(line + ("  *" if improved else ""))
+        if dropped:
+            self.rundir.log(f"learning rate divided: now {self.schedule.lr:.3g}")
+
+    def evaluate_split(self, split: str, preset: Preset | None = None,
+                       progress: str | None = None) -> EvalResult:
+        """Loss and accuracy of the current weights on one split (summed over all processes)."""
+        self.net.eval()
+        member = Member(self.net, preset or self.test_preset, self.cfg.amp, self.cfg.channels_last)
+        data = self.source.split(split)
+        batches = batch_indices(len(data), max(1, self.local_batch), shuffle=False, rank=self.dist.rank,
+                                world=self.dist.world)
+        loader = EpochLoader(data, batches, workers=self.cfg.workers, pin_memory=self.device.type == "cuda")
+        bar = tqdm(total=len(batches), desc=progress, unit="batch", leave=False, dynamic_ncols=True,
+                   disable=progress is None or self.cfg.quiet or not self.dist.primary)
+        result = evaluate([member], loader, self.device, self.source.num_classes, self.dist, progress=bar)[0]
+        bar.close()
+        return result
+
+    def finish(self) -> dict:
+        """Test the best checkpoint, write results.json and the pictures."""
+        cfg = self.cfg
+        if self.rundir.best.is_file():
+            self.model.load_state_dict(load_checkpoint(self.rundir.best)["model"])
+        split = self.source.eval_split_name("test")
+        views = {"center": self.test_preset}
+        if cfg.tta == "10crop":
+            views["10crop"] = Preset.from_dict(self.train_preset.to_dict(), train=False, tta="10crop")
+        tested = {name: self.evaluate_split(split, preset, progress=f"test ({split}, {name})")
+                  for name, preset in views.items()}
+        main = tested[cfg.tta]
+        results = {
+            "model": cfg.model, "data": cfg.data, "recipe": cfg.recipe, "test_split": split, "tta": cfg.tta,
+            "test_top1_accuracy": main.top1_accuracy, "test_top5_accuracy": main.top5_accuracy,
+            "test_top1_error": 1 - main.top1_accuracy, "test_top5_error": 1 - main.top5_accuracy,
+            "test_loss": main.loss, "test_images": main.count, "topk": min(5, self.source.num_classes),
+            "views": {name: r.to_dict() for name, r in tested.items()},
+            "per_class_accuracy": dict(zip(self.source.class_names, main.per_class_accuracy)),
+            "best_epoch": self.best_epoch, "best_val_top1_accuracy": self.best_top1,
+            "epochs": self.epoch, "train_seconds": self.train_seconds,
+            "skipped_files": sorted(self.bad_files),
+        }
+        self.rundir.write_json("results.json", results)
+        if self.dist.primary:
+            self.plots(main)
+        k = results["topk"]
+        self.rundir.log(f"test ({split}, {cfg.tta}): top-1 {100 * main.top1_accuracy:.2f}% "
+                        f"(error {100 * (1 - main.top1_accuracy):.2f}%), top-{k} "
+                        f"{100 * main.top5_accuracy:.2f}% "
+                        f"(error {100 * (1 - main.top5_accuracy):.2f}%) on {main.count} images; "
+                        f"trained {self.train_seconds:.0f}s; run: {self.rundir.path}")
+        return results
+
+    def plots(self, result: EvalResult) -> None:
+        from ..viz import plot_confusion, plot_conv1, plot_curves  # matplotlib: loaded when a run ends
+
+        out = self.rundir.path / "plots"
+        if self.history:
+            plot_curves(self.history, out / "curves.png")
+        conv1 = next(m for m in self.model.features if isinstance(m, torch.nn.Conv2d))
+        plot_conv1(conv1.weight, out / "conv1.png", towers=getattr(self.model, "towers", 1))
+        if self.source.num_classes <= 100:
+            plot_confusion(result.confusion, self.source.class_names, out / "confusion.png")
