@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 import pytest
+from helpers.formats import bad_files, jpeg, sample_photos, write_cifar10
 from PIL import Image
-from test_data_helpers import bad_files, jpeg, sample_photos, write_cifar10
 
 from alexnet.cli import main
 
