@@ -101,4 +101,5 @@ def test_reference_expression_is_the_same_function():
     # lrn_reference is what torch.compile sees; it must compute what the autograd Function does.
     x = activations((2, 9, 4, 4), scale=30.0, dtype=torch.float64)
     for size, alpha, beta, k in [(5, 1e-4, 0.75, 2.0), (4, 1e-3, 0.5, 1.0)]:
-        torch.testing.assert_close(lrn_reference(x, size, alpha, beta, k), paper_loop(x, size, alpha, beta, k))
+        torch.testing.assert_close(lrn_reference(x, size, alpha, beta, k),
+                                   paper_loop(x, size, alpha, beta, k))

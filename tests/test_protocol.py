@@ -38,8 +38,8 @@ def test_paper_protocol_scaled_down(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     r = cli("train", "--model", "alexnet2012", "--recipe", "paper", "--data", tmp_path / "imagenet-like",
             "--batch-size", "32", "--lr", LR, "--epochs", EPOCHS, "--patience", PATIENCE,
-            "--plateau-threshold", THRESHOLD, "--channels-last", "--out", tmp_path / "runs", "--name", "paper",
-            "--quiet", timeout=1500)
+            "--plateau-threshold", THRESHOLD, "--channels-last", "--out", tmp_path / "runs",
+            "--name", "paper", "--quiet", timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     run = tmp_path / "runs" / "paper"
     cfg = json.loads((run / "config.json").read_text())
