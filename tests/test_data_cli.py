@@ -6,8 +6,9 @@ import os
 
 import numpy as np
 import pytest
+from helpers.clock import install
+from helpers.formats import bad_files, jpeg, sample_photos, write_cifar10
 from PIL import Image
-from test_data_helpers import bad_files, jpeg, sample_photos, write_cifar10
 
 from alexnet.cli import main
 
@@ -128,19 +129,37 @@ def test_stats_command_equals_numpy_eigh(tmp_path, capsys):
     assert rc == 0 and "eigenvalues:" in out and f"{eigval[-1]:9.4f}" in out
 
 
-def test_bench_data_runs_all_three_paths(synth_dir, tmp_path, capsys):
+def test_bench_data_runs_all_three_paths(synth_dir, tmp_path, capsys, monkeypatch):
+    import alexnet.bench.data as bench_data
+
+    # The reference decode is made to take a known time on top of its real one (a few ms): 2 s per
+    # image in the first and third of three turns, 1 s in the second. So the reference runs at
+    # 8 / 16, 8 / 8 and 8 / 16 images/s, reports its best (1.0), and every ratio to it is the path's
+    # own images/s.
+    clock = install(monkeypatch, real=True)
+    decode, decoded = bench_data.reference_decode, []
+
+    def slow_decode(path, *args, **kw):
+        decoded.append(path)
+        clock.advance(1.0 if 8 < len(decoded) <= 16 else 2.0)
+        return decode(path, *args, **kw)
+
+    monkeypatch.setattr(bench_data, "reference_decode", slow_decode)
     rc, out, _ = run(capsys, "bench", "data", "--data", synth_dir, "--batches", "2", "--batch-size", "4",
-                     "--workers", "1", "--repeat", "2", "--json")
-    assert rc == 0
+                     "--workers", "1", "--repeat", "3", "--json")
+    assert rc == 0 and len(decoded) == 24
     got = json.loads(out)
     assert set(got["results"]) == {"reference", "folder_1process", "folder", "store"}
-    assert got["images"] == 8 and got["results"]["reference"]["images"] == 8
+    assert got["images"] == 8 and got["batch_size"] == 4 and got["repeat"] == 3
+    ref = got["results"]["reference"]
+    assert ref["images"] == 8 and ref["seconds"] == pytest.approx(8.0, abs=0.3)
+    assert ref["runs"] == pytest.approx([0.5, 1.0, 0.5], abs=0.1)
+    assert ref["images_per_s"] == pytest.approx(1.0)  # the best run
+    assert got["ratios"]["reference"] == 1.0
     assert got["results"]["folder"]["images"] == 8 and got["results"]["store"]["images"] % 8 == 0
-    ref = got["results"]["reference"]["images_per_s"]
     for k, r in got["results"].items():
-        assert r["images_per_s"] > 0 and len(r["runs"]) == 2 and r["images_per_s"] == max(r["runs"])
-        # ratios are rounded to two decimals
-        assert got["ratios"][k] == pytest.approx(r["images_per_s"] / ref, rel=0.01, abs=0.006)
+        assert len(r["runs"]) == 3
+        assert got["ratios"][k] == pytest.approx(r["images_per_s"], abs=0.006)  # rounded to two decimals
     assert main(["data", "prepare", str(synth_dir), str(tmp_path / "store"), "--workers", "0"]) == 0
     rc, out, _ = run(capsys, "bench", "data", "--data", synth_dir, "--batches", "1", "--batch-size", "4",
                      "--workers", "0", "--store", tmp_path / "store")

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers.formats import bad_files, jpeg, png16, sample_photos
 from PIL import Image, ImageFile
-from test_data_helpers import bad_files, jpeg, png16, sample_photos
 
 from alexnet.bench.data import reference_decode
 from alexnet.data.decode import MAX_IMAGE_PIXELS, ImageDecodeError, decode_file, load_image

@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers.formats import bad_files, jpeg, sample_photos, write_cifar10, write_meta_mat, write_mnist
 from PIL import Image
-from test_data_helpers import bad_files, jpeg, sample_photos, write_cifar10, write_meta_mat, write_mnist
 
 from alexnet.data import DataError, EpochLoader, batch_indices, build_source, parse_spec
 from alexnet.data.splits import holdout

@@ -60,10 +60,11 @@ def test_skipped_files_are_counted_and_empty_batches_pass():
     model = create_model("lenet5", num_classes=10)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     preset = Preset(train=True, crop=28, base_size=28, norm=Normalization.per_channel([0.0], [255.0]))
-    empty = Batch(torch.empty(0, 1, 28, 28, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), ["bad.JPEG"])
+    empty = Batch(torch.empty(0, 1, 28, 28, dtype=torch.uint8), torch.empty(0, dtype=torch.int64),
+                  ["bad.JPEG"])
     state = TrainState()
-    train_one_epoch(model, opt, torch.amp.GradScaler("cpu", enabled=False), [empty, *small_batches(1)], preset,
-                    torch.Generator(), CPU, state=state)
+    train_one_epoch(model, opt, torch.amp.GradScaler("cpu", enabled=False), [empty, *small_batches(1)],
+                    preset, torch.Generator(), CPU, state=state)
     assert state.skipped == ["bad.JPEG"] and state.count == 32 and state.step == 2
 
 
@@ -87,7 +88,8 @@ def test_evaluate_counts_top1_top5_loss_and_averages_ensembles():
     images = torch.arange(n, dtype=torch.uint8).reshape(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
     norm = Normalization.per_channel([0.0])
     preset = Preset(train=False, crop=4, base_size=4, norm=norm)
-    members = [Member(FixedLogits(logits_a), preset, name="a"), Member(FixedLogits(logits_b), preset, name="b")]
+    members = [Member(FixedLogits(logits_a), preset, name="a"),
+               Member(FixedLogits(logits_b), preset, name="b")]
     batches = [Batch(images[i], labels[i]) for i in batch_indices(n, 16, shuffle=False)]
     res = evaluate(members, batches, CPU, k)
     assert [r.name for r in res] == ["a", "b", "ensemble"]
@@ -101,5 +103,6 @@ def test_evaluate_counts_top1_top5_loss_and_averages_ensembles():
         assert abs(r.loss - nll) < 1e-5
         assert r.confusion.sum() == n and r.confusion.trace() == top1
         per_class = [None if (labels == c).sum() == 0 else
-                     float(((p.argmax(1) == c) & (labels == c)).sum() / (labels == c).sum()) for c in range(k)]
+                     float(((p.argmax(1) == c) & (labels == c)).sum() / (labels == c).sum())
+                     for c in range(k)]
         assert r.per_class_accuracy == per_class

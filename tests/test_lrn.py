@@ -3,37 +3,10 @@
 
 import pytest
 import torch
+from helpers.lrn import MODES, activations, paper_loop
 from torch import nn
 
 from alexnet.models.lrn import LRN_MODES, LocalResponseNorm, local_response_norm, lrn_reference
-
-# The constants as the sources print them (spec section 1 and 5), written out independently of LRN_MODES:
-# (n, alpha as printed, beta, k, alpha divided by n?)
-MODES = {
-    "paper": (5, 1e-4, 0.75, 2.0, False),
-    "cuda-convnet": (5, 1e-4, 0.75, 2.0, True),
-    "caffe": (5, 1e-4, 0.75, 1.0, True),
-}
-
-
-def paper_loop(x: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    """b[i] = a[i] / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a[j]^2) ** beta, channel by channel.
-
-    For even n the window is [i - n//2, i + (n-1)//2], torch's convention."""
-    channels = x.shape[1]
-    out = torch.empty_like(x)
-    for i in range(channels):
-        lo, hi = max(0, i - n // 2), min(channels - 1, i + (n - 1) // 2)
-        s = sum(x[:, j] ** 2 for j in range(lo, hi + 1))
-        out[:, i] = x[:, i] / (k + alpha * s) ** beta
-    return out
-
-
-def activations(shape, scale=3.0, seed=0, channels_last=False, dtype=torch.float32):
-    """ReLU outputs, as LRN sees them in AlexNet (about half exact zeros)."""
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64).relu() * scale).to(dtype)
-    return x.to(memory_format=torch.channels_last) if channels_last else x
 
 
 def test_modes_are_the_papers_constants():
@@ -128,4 +101,5 @@ def test_reference_expression_is_the_same_function():
     # lrn_reference is what torch.compile sees; it must compute what the autograd Function does.
     x = activations((2, 9, 4, 4), scale=30.0, dtype=torch.float64)
     for size, alpha, beta, k in [(5, 1e-4, 0.75, 2.0), (4, 1e-3, 0.5, 1.0)]:
-        torch.testing.assert_close(lrn_reference(x, size, alpha, beta, k), paper_loop(x, size, alpha, beta, k))
+        torch.testing.assert_close(lrn_reference(x, size, alpha, beta, k),
+                                   paper_loop(x, size, alpha, beta, k))

@@ -12,9 +12,8 @@ import sys
 
 import pytest
 import torch
+from helpers.lrn import MODES, activations, paper_loop
 from torch import nn
-
-from test_lrn import MODES, activations, paper_loop
 
 pytest.importorskip("triton", reason="Triton is not installed (the CUDA LRN kernel is optional)")
 

@@ -113,7 +113,8 @@ def test_ablation_options_change_what_the_paper_says():
     assert kinds(create_model("alexnet2012")).count("LocalResponseNorm") == 2
     assert "LocalResponseNorm" not in kinds(create_model("alexnet2012", lrn=False))
     assert "Tanh" in kinds(create_model("alexnet2012", activation="tanh"))
-    pools = [m for m in create_model("alexnet2012", overlap_pool=False).features if isinstance(m, nn.MaxPool2d)]
+    pools = [m for m in create_model("alexnet2012", overlap_pool=False).features
+             if isinstance(m, nn.MaxPool2d)]
     assert all(p.kernel_size == 2 and p.stride == 2 for p in pools)
     shapes = {r.name.split(".")[-1]: r.shape_text
               for r in summarize(create_model("alexnet2012", overlap_pool=False)).rows}
@@ -181,7 +182,8 @@ TORCHVISION_SHAPES = {
 
 def torchvision_forward(sd, x):
     """torchvision.models.AlexNet.forward in eval mode, restated with functional ops."""
-    x = F.max_pool2d(F.relu(F.conv2d(x, sd["features.0.weight"], sd["features.0.bias"], stride=4, padding=2)), 3, 2)
+    x = F.relu(F.conv2d(x, sd["features.0.weight"], sd["features.0.bias"], stride=4, padding=2))
+    x = F.max_pool2d(x, 3, 2)
     x = F.max_pool2d(F.relu(F.conv2d(x, sd["features.3.weight"], sd["features.3.bias"], padding=2)), 3, 2)
     x = F.relu(F.conv2d(x, sd["features.6.weight"], sd["features.6.bias"], padding=1))
     x = F.relu(F.conv2d(x, sd["features.8.weight"], sd["features.8.bias"], padding=1))
@@ -236,7 +238,8 @@ def test_load_pretrained_refuses_what_does_not_fit(tmp_path):
 def test_summary_cli(cli):
     r = cli("summary", "alexnet2012")
     assert r.returncode == 0, r.stderr
-    for shape in ("55x55x96", "27x27x96", "27x27x256", "13x13x256", "13x13x384", "6x6x256", "9216", "60,965,224"):
+    for shape in ("55x55x96", "27x27x96", "27x27x256", "13x13x256", "13x13x384", "6x6x256", "9216",
+                  "60,965,224"):
         assert shape in r.stdout
     r = cli("summary", "alexnet-owt", "--json")
     data = json.loads(r.stdout)
@@ -244,6 +247,7 @@ def test_summary_cli(cli):
     r = cli("summary", "alexnet-small", "--input-size", "3,32,32", "--num-classes", "10", "--json")
     assert json.loads(r.stdout)["input_size"] == [3, 32, 32]
     for bad in (("summary", "alexnet9"), ("summary", "alexnet2012", "--input-size", "3,224,224"),
-                ("summary", "alexnet2012", "--opt", "towers=5"), ("summary", "alexnet2012", "--input-size", "x")):
+                ("summary", "alexnet2012", "--opt", "towers=5"),
+                ("summary", "alexnet2012", "--input-size", "x")):
         r = cli(*bad)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr

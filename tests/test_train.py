@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -105,7 +104,8 @@ def test_same_seed_same_metrics(trained, tmp_path, cli):
 
 def start(args, **kw):
     return subprocess.Popen([sys.executable, "-m", "alexnet", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"), **kw)
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            **kw)
 
 
 def wait_for(predicate, timeout=600):
@@ -134,7 +134,8 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_result(trained, tmp_path, 
     assert comparable(read_metrics(target)) == comparable(read_metrics(run))
     a = json.loads((run / "results.json").read_text())
     b = json.loads((target / "results.json").read_text())
-    assert (a["test_top1_accuracy"], a["test_top5_accuracy"]) == (b["test_top1_accuracy"], b["test_top5_accuracy"])
+    keys = ("test_top1_accuracy", "test_top5_accuracy")
+    assert [a[k] for k in keys] == [b[k] for k in keys]
 
 
 def load_quietly(path, key):

@@ -55,7 +55,8 @@ def test_training_crops_subtract_the_mean_image_at_the_same_place():
     g = torch.Generator().manual_seed(2)
     imgs = torch.randint(0, 256, (64, 3, 12, 12), generator=g, dtype=torch.uint8)
     mean = torch.rand(3, 12, 12, generator=g) * 255
-    preset = Preset(train=True, crop=8, base_size=12, norm=Normalization(mean, torch.ones(3, 1, 1)), flip=True)
+    norm = Normalization(mean, torch.ones(3, 1, 1))
+    preset = Preset(train=True, crop=8, base_size=12, norm=norm, flip=True)
     out = preset(imgs, torch.Generator().manual_seed(3))
     # (image - mean) first, then crop: each output must be one of the 2 x 5 x 5 crops of that difference
     diff = imgs.float() - mean
@@ -80,13 +81,24 @@ def test_small_image_shifts_pad_with_zeros():
     assert set(outs.unique().tolist()) <= {0.0, 200.0}
 
 
+# The ImageNet RGB covariance's eigenvalues and eigenvectors (columns; rows R, G, B) for pixels in [0, 1],
+# as fb.resnet.torch publishes them in datasets/imagenet.lua ("computed from random subset of ImageNet
+# training images"): written out here, not read from the package.
+IMAGENET_EIGVAL = [0.2175, 0.0188, 0.0045]
+IMAGENET_EIGVEC = [[-0.5675, 0.7192, 0.4009],
+                   [-0.5808, -0.0045, -0.8140],
+                   [-0.5836, -0.6948, 0.4203]]
+
+
 def test_lighting_shifts_follow_the_paper_formula():
     light = Lighting.imagenet()
+    assert light.eigval.tolist() == pytest.approx(IMAGENET_EIGVAL)
+    assert light.eigvec.tolist() == [pytest.approx(row) for row in IMAGENET_EIGVEC]
     alpha = torch.tensor([[0.1, -0.2, 0.05], [0.0, 0.0, 0.0]])
     shifts = light.shifts(alpha)
-    eigval, eigvec = light.eigval, light.eigvec
-    for b in range(2):  # [p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T, scaled to 0..255 pixels
-        ref = [255 * sum(eigvec[c, i] * alpha[b, i] * eigval[i] for i in range(3)) for c in range(3)]
+    eigval, eigvec = IMAGENET_EIGVAL, IMAGENET_EIGVEC
+    for b in range(2):  # [p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T (section 4.1), scaled to 0..255 pixels
+        ref = [255 * sum(eigvec[c][i] * alpha[b, i].item() * eigval[i] for i in range(3)) for c in range(3)]
         torch.testing.assert_close(shifts[b], torch.tensor(ref), rtol=1e-5, atol=1e-4)
 
 
@@ -95,7 +107,8 @@ def test_lighting_in_the_preset_draws_alpha_from_n0_std_per_image():
     imgs = torch.full((n, 3, 4, 4), 128, dtype=torch.uint8)
     norm = Normalization.per_channel([128.0, 128.0, 128.0])
     light = Lighting.imagenet(std=0.1)
-    out = Preset(train=True, crop=4, base_size=4, norm=norm, lighting=light)(imgs, torch.Generator().manual_seed(0))
+    preset = Preset(train=True, crop=4, base_size=4, norm=norm, lighting=light)
+    out = preset(imgs, torch.Generator().manual_seed(0))
     # a constant image minus its mean is zero, so the output is the lighting shift alone
     shift = out[:, :, 0, 0]
     assert torch.allclose(out, shift[:, :, None, None].expand_as(out))
@@ -131,7 +144,9 @@ def test_preset_round_trips_through_a_dict_and_rejects_bad_settings():
                lighting=Lighting.imagenet(0.2))
     q = Preset.from_dict(p.to_dict(), train=True)
     imgs = torch.randint(0, 256, (5, 3, 10, 10), dtype=torch.uint8)
-    torch.testing.assert_close(p(imgs, torch.Generator().manual_seed(7)), q(imgs, torch.Generator().manual_seed(7)))
+    seed = 7
+    torch.testing.assert_close(p(imgs, torch.Generator().manual_seed(seed)),
+                               q(imgs, torch.Generator().manual_seed(seed)))
     with pytest.raises(ValueError, match="larger"):
         Preset(train=True, crop=12, base_size=10, norm=Normalization.per_channel([0.0]))
     with pytest.raises(ValueError, match="mean image"):

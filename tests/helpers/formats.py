@@ -1,4 +1,4 @@
-"""Writers of real dataset formats and hand-broken files, shared by the data tests (no tests here).
+"""Writers of real dataset formats and hand-broken files, shared by the data tests.
 
 Everything is written from first principles (PNG chunks, idx headers, CIFAR pickles, the devkit's
 ``meta.mat`` struct), so the tests don't trust the code under test to make their inputs.
