@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_parser as add_bench
     from .data.cli import add_parser as add_data
     from .train.cli import add_evaluate_parser, add_predict_parser, add_train_parser
+    from .web import add_parser as add_serve
 
     parser = argparse.ArgumentParser(
         prog="alexnet", description="AlexNet (Krizhevsky, Sutskever & Hinton, 2012): train, evaluate, "
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the models and their options").set_defaults(func=_models)
     add_data(sub)
     add_bench(sub)
+    add_serve(sub)
     return parser
 
 
