@@ -282,11 +282,11 @@ def train_index(explainer: Explainer, split, checkpoint: str | os.PathLike | Non
     if path is not None and path.is_file():
         try:
             cached = torch.load(path, map_location="cpu", weights_only=True)
-            if cached.get("format") == EMBEDDINGS_FORMAT and cached.get("key") == key \
-                    and cached.get("limit") == limit:
-                return EmbeddingIndex(cached["features"], cached["indices"], cached["labels"])
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-            pass
+            cached = None
+        if isinstance(cached, dict) and cached.get("format") == EMBEDDINGS_FORMAT and cached.get("key") == key \
+                and cached.get("limit") == limit:
+            return EmbeddingIndex(cached["features"], cached["indices"], cached["labels"])
     wanted = subset_indices(len(split), limit)
     feats, kept, labels = [], [], []
     for i in range(0, len(wanted), batch_size):
