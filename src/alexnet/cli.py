@@ -18,6 +18,7 @@ from .data.cli import add_parser as add_data
 from .models import create_model, data_options, list_models, model_cfg, model_options
 from .models.summary import summarize
 from .training.cli import add_evaluate_parser, add_predict_parser, add_train_parser
+from .web import add_parser as add_serve
 from .errors import UserError
 
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the models and their options").set_defaults(func=_models)
     add_data(sub)
     add_bench(sub)
+    add_serve(sub)
     return parser
 
 

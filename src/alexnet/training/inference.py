@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..analysis import top_classes
 from ..data import build_source
 from ..data.decode import ImageDecodeError, load_image
 from ..data.loader import EpochLoader, batch_indices
@@ -173,9 +174,7 @@ def predict_command(args) -> int:
             continue
         with torch.no_grad():
             probs = probabilities(member, image[None].to(device))[0].cpu()
-        top = probs.topk(k)
-        preds = [{"rank": i + 1, "class": item.classes[j], "name": item.class_names[j], "probability": p}
-                 for i, (p, j) in enumerate(zip(top.values.tolist(), top.indices.tolist()))]
+        preds = top_classes(probs, item.classes, item.class_names, k)
         outputs.append({"image": str(path), "top": preds})
         if not args.json:
             print(path)
