@@ -18,6 +18,7 @@ from .data.cli import add_parser as add_data
 from .models import create_model, data_options, list_models, model_cfg, model_options
 from .models.summary import summarize
 from .training.cli import add_evaluate_parser, add_predict_parser, add_train_parser
+from .training.config import recipe_table
 from .web import add_parser as add_serve
 from .errors import UserError
 
@@ -61,6 +62,11 @@ def _models(args) -> int:
     return 0
 
 
+def _recipes(args) -> int:
+    print(recipe_table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alexnet", description="AlexNet (Krizhevsky, Sutskever & Hinton, 2012): train, evaluate, "
@@ -72,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     _add_summary(sub)
     sub.add_parser("models", help="list the models and their options").set_defaults(func=_models)
+    sub.add_parser("recipes", help="the training recipes side by side").set_defaults(func=_recipes)
     add_data(sub)
     add_bench(sub)
     add_serve(sub)

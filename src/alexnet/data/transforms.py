@@ -29,35 +29,57 @@ IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
                    (-0.5808, -0.0045, -0.8140),
                    (-0.5836, -0.6948, 0.4203))
+LIGHTING_FORMS = ("paper", "cuda-convnet2")
+MEAN_CROPS = ("same", "center")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalization, of [0, 1] pixels
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
 class Lighting:
-    """The paper's PCA colour augmentation: add ``eigvec @ (alpha * eigval)`` to every pixel of an
-    image, ``alpha ~ N(0, std)`` drawn once per image per use. ``eigval``/``eigvec`` describe the RGB
-    covariance of pixels scaled to [0, 1]; the shift is scaled linearly to 0..255 pixels, the
-    common reading of constants published for [0, 1] pixels."""
+    """PCA colour augmentation: one RGB shift per image per use along the eigenvectors of the training
+    pixels' covariance. ``eigval``/``eigvec`` describe that covariance for pixels scaled to [0, 1].
+
+    - ``form="paper"`` (section 4.1 of the paper, and fb.resnet.torch): add ``eigvec @ (alpha * eigval)``,
+      ``alpha ~ N(0, std)``, scaled linearly to 0..255 pixels.
+    - ``form="cuda-convnet2"`` (Krizhevsky's convdata.py): add ``eigvec @ (z * std * sqrt(eigval))`` in
+      0..255 units (``stdevs`` = square roots of the eigenvalues, ``color_noise`` = ``std``), then
+      multiply the whole batch by ``1 / (1 + std)``. Per component that is ``1 / sqrt(eigval)`` times
+      stronger than the paper's text: about 2x, 7x and 15x for ImageNet's published eigenvalues.
+    """
 
     eigval: torch.Tensor  # (3,)
     eigvec: torch.Tensor  # (3, 3), columns are eigenvectors
     std: float = 0.1
+    form: str = "paper"
+
+    def __post_init__(self):
+        if self.form not in LIGHTING_FORMS:
+            raise ValueError(f"unknown lighting form {self.form!r}; expected {' or '.join(LIGHTING_FORMS)}")
 
     @classmethod
-    def imagenet(cls, std: float = 0.1) -> "Lighting":
-        return cls(torch.tensor(IMAGENET_EIGVAL), torch.tensor(IMAGENET_EIGVEC), std)
+    def imagenet(cls, std: float = 0.1, form: str = "paper") -> "Lighting":
+        return cls(torch.tensor(IMAGENET_EIGVAL), torch.tensor(IMAGENET_EIGVEC), std, form)
 
     def shifts(self, alpha: torch.Tensor) -> torch.Tensor:
-        """(B, 3) alphas -> (B, 3) RGB shifts in 0..255 pixel units."""
-        return (alpha * self.eigval) @ self.eigvec.T * 255.0
+        """(B, 3) alphas (``N(0, std)`` draws) -> (B, 3) RGB shifts in 0..255 pixel units."""
+        strength = self.eigval if self.form == "paper" else self.eigval.clamp_min(0).sqrt()
+        return (alpha * strength) @ self.eigvec.T * 255.0
+
+    @property
+    def batch_scale(self) -> float:
+        """What the whole augmented batch is multiplied by (cuda-convnet2: ``1 / (1 + color_noise)``)."""
+        return 1.0 if self.form == "paper" else 1.0 / (1.0 + self.std)
 
     def to_dict(self) -> dict:
-        return {"eigval": self.eigval.tolist(), "eigvec": self.eigvec.tolist(), "std": self.std}
+        return {"eigval": self.eigval.tolist(), "eigvec": self.eigvec.tolist(), "std": self.std,
+                "form": self.form}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Lighting | None":
-        return None if d is None else cls(torch.tensor(d["eigval"]), torch.tensor(d["eigvec"]), d["std"])
+        if d is None:
+            return None
+        return cls(torch.tensor(d["eigval"]), torch.tensor(d["eigvec"]), d["std"], d.get("form", "paper"))
 
 
 @dataclass
@@ -169,11 +191,13 @@ class Preset:
             digits) only the five unmirrored patches, (B, 5, C, crop, crop).
         resized: training crops of random area (8%-100%) and aspect ratio (3/4-4/3) resized to
             ``crop`` (torchvision's RandomResizedCrop) instead of the paper's fixed-size crops.
+        mean_crop: with a mean image, subtract it cropped (and mirrored) like the image ("same",
+            Caffe's data layer) or its centre crop from every crop ("center", cuda-convnet2's convdata.py).
     """
 
     def __init__(self, *, train: bool, crop: int, base_size: int, norm: Normalization, pad: int = 0,
                  flip: bool = False, lighting: Lighting | None = None, tta: str = "center",
-                 resized: bool = False):
+                 resized: bool = False, mean_crop: str = "same"):
         if crop > base_size + 2 * pad:
             raise ValueError(f"crop {crop} is larger than the {base_size}-pixel images (+{pad} padding)")
         if tta not in ("center", "10crop"):
@@ -184,7 +208,10 @@ class Preset:
             raise ValueError("a mean image cannot be combined with padding or resized crops; "
                              "use a per-channel mean")
         self.train, self.crop, self.base_size, self.norm = train, crop, base_size, norm
+        if mean_crop not in MEAN_CROPS:
+            raise ValueError(f"unknown mean_crop {mean_crop!r}; expected {' or '.join(MEAN_CROPS)}")
         self.pad, self.flip, self.lighting, self.tta, self.resized = pad, flip, lighting, tta, resized
+        self.mean_crop = mean_crop
         self._cache: dict = {}
 
     def _stats(self, device):
@@ -195,7 +222,10 @@ class Preset:
     def _normalize(self, crops, top, left, flip, device):
         mean, std = self._stats(device)
         x = crops.float()
-        if self.norm.is_image:  # the mean image, cropped and mirrored like the images
+        if self.norm.is_image and self.mean_crop == "center":  # one centre crop of the mean for all
+            c = (self.base_size - self.crop) // 2
+            x -= mean[:, c:c + self.crop, c:c + self.crop]
+        elif self.norm.is_image:  # the mean image, cropped and mirrored like the images
             x -= crop_batch(mean.expand(x.shape[0], -1, -1, -1), top, left, self.crop, flip)
         else:
             x -= mean
@@ -231,17 +261,19 @@ class Preset:
         if alpha is not None and x.shape[1] == 3:
             _, std = self._stats(device)
             x += (self.lighting.shifts(alpha).to(device)[:, :, None, None] / std)
+            if self.lighting.batch_scale != 1.0:
+                x *= self.lighting.batch_scale
         return x
 
     def to_dict(self) -> dict:
         """Everything needed to rebuild this preset (stored in checkpoints)."""
         return {"crop": self.crop, "base_size": self.base_size, "norm": self.norm.to_dict(), "pad": self.pad,
                 "flip": self.flip, "lighting": None if self.lighting is None else self.lighting.to_dict(),
-                "resized": self.resized}
+                "resized": self.resized, "mean_crop": self.mean_crop}
 
     @classmethod
     def from_dict(cls, d: dict, *, train: bool, tta: str = "center") -> "Preset":
         return cls(train=train, crop=d["crop"], base_size=d["base_size"],
                    norm=Normalization.from_dict(d["norm"]),
                    pad=d["pad"], flip=d["flip"], lighting=Lighting.from_dict(d["lighting"]), tta=tta,
-                   resized=d.get("resized", False))
+                   resized=d.get("resized", False), mean_crop=d.get("mean_crop", "same"))

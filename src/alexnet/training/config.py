@@ -22,10 +22,11 @@ import yaml
 
 from ..cliargs import format_table, parse_kv
 from ..data import DataSource, build_source
+from ..data.transforms import LIGHTING_FORMS, MEAN_CROPS
 from ..errors import UserError
 from ..models import check_options, data_options, model_cfg, model_options
 from ..runtime import check_cuda_graphs, pick_device
-from .recipes import RECIPE_FIELDS, RECIPES
+from .recipes import RECIPE_FIELDS, RECIPE_MODEL_OPTIONS, RECIPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,6 +91,12 @@ class TrainConfig:
                         choices=("none", "data", "imagenet"))
     lighting_std: float = opt(None, "standard deviation of the lighting coefficients alpha", "data",
                               kind=float)
+    lighting_form: str = opt(None, "paper: eigvec @ (alpha * eigval) as the paper prints it; cuda-convnet2: "
+                                   "eigvec @ (alpha * sqrt(eigval)) and the batch x 1/(1 + std), as "
+                                   "Krizhevsky's convdata.py", "data", kind=str, choices=LIGHTING_FORMS)
+    mean_crop: str = opt(None, "with --normalize paper: subtract the mean image cropped like the image "
+                               "(same, Caffe) or its centre crop (center, cuda-convnet2)", "data", kind=str,
+                         choices=MEAN_CROPS)
     stats_images: int = opt(0, "images used for mean / PCA statistics (0: the whole training split)", "data")
     tta: str = opt(None, "test views for the final evaluation: center or 10crop", "data", kind=str,
                    choices=("center", "10crop"))
@@ -100,6 +107,10 @@ class TrainConfig:
     lr: float = opt(None, "learning rate", "optim", kind=float)
     momentum: float = opt(None, "momentum", "optim", kind=float)
     weight_decay: float = opt(None, "weight decay (L2)", "optim", kind=float)
+    bias_lr_mult: float = opt(None, "learning-rate multiplier of the biases (Caffe's lr_mult: 2)", "optim",
+                              kind=float)
+    bias_decay_mult: float = opt(None, "weight-decay multiplier of the biases (Caffe's decay_mult: 0)",
+                                 "optim", kind=float)
     schedule: str = opt(None, "learning-rate schedule: plateau (divide by 10 when val error stalls), step, "
                               "cosine, constant", "optim", kind=str,
                         choices=("plateau", "step", "cosine", "constant"))
@@ -144,10 +155,12 @@ class TrainConfig:
             _at_least(name, getattr(self, name), 1)
         for name in ("workers", "save_every", "stats_images", "pad", "warmup_epochs", "max_drops", "seed"):
             _at_least(name, getattr(self, name), 0)
-        for name in ("weight_decay", "lighting_std", "plateau_threshold"):
+        for name in ("weight_decay", "lighting_std", "plateau_threshold", "bias_decay_mult"):
             _at_least(name, getattr(self, name), 0)
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
+        if self.bias_lr_mult <= 0:
+            raise UserError(f"bias_lr_mult must be > 0, got {self.bias_lr_mult}")
         if not 0 <= self.momentum < 1:
             raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.lr_factor < 1:
@@ -276,7 +289,9 @@ def fill_from_data(cfg: TrainConfig, source: DataSource) -> TrainConfig:
         raise UserError(f"{cfg.model} is made for 28x28 / 32x32 images and {source.name} holds "
                         f"{source.base_size}x{source.base_size} photographs; use alexnet2012 or alexnet-owt, "
                         f"or set --opt img_size=N")
-    options = {**model_options(cfg.model), **sized, **given}
+    accepted = model_options(cfg.model)
+    from_recipe = {k: v for k, v in RECIPE_MODEL_OPTIONS.get(cfg.recipe, {}).items() if k in accepted}
+    options = {**accepted, **from_recipe, **sized, **given}
     pad = cfg.pad
     if pad is None:
         pad = {28: 2, 32: 4}.get(source.base_size, 0) if source.imagery == "small" else 0
@@ -307,4 +322,6 @@ def recipe_table() -> str:
     """The recipes side by side, one row per option they set."""
     names = list(RECIPES)
     rows = [[key, *(RECIPES[r][key] for r in names)] for key in RECIPE_FIELDS]
+    rows += [[f"--opt {key}", *(RECIPE_MODEL_OPTIONS.get(r, {}).get(key, "model's") for r in names)]
+             for key in sorted({k for opts in RECIPE_MODEL_OPTIONS.values() for k in opts})]
     return format_table(["option", *names], rows, align="l" * (len(names) + 1))

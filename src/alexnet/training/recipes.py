@@ -13,6 +13,8 @@ alexnet-owt, ``small`` for the small-input nets) is used when ``--recipe`` is no
 - ``torchvision``: torchvision's reference script for AlexNet (``references/classification/train.py``
   and its README: ``--lr 1e-2``, 90 epochs, lr x0.1 every 30 epochs, weight decay 1e-4, batch 32 on
   8 GPUs), with its random-resized crops, flips, fixed ImageNet mean/std and a centre-crop test.
+- ``caffe``: Caffe's ``models/bvlc_alexnet`` (solver and train_val prototxt), with its init and LRN.
+- ``cuda-convnet2``: Krizhevsky's own code (layer parameter files and ``convdata.py``).
 - ``small``: what trains the small-input models well on digits / MNIST / CIFAR-10 in minutes (measured
   on the embedded digits: 98.89% test top-1 in 20 epochs): batch 32, SGD momentum 0.9, lr 0.02 with
   one warm-up epoch and a cosine decay, weight decay 5e-4, shifts by zero-pad-and-crop, per-channel
@@ -40,6 +42,10 @@ RECIPES: dict[str, dict] = {
         "crop": "random",            # random 224 (227) patches of the 256x256 image (section 4.1)
         "lighting": "data",          # PCA of the training set's RGB pixels (section 4.1)
         "lighting_std": 0.1,         # alpha ~ N(0, 0.1)
+        "lighting_form": "paper",    # eigvec @ (alpha * eigval), as printed
+        "mean_crop": "same",         # "subtracting the mean activity ... from each pixel"
+        "bias_lr_mult": 1.0,         # the update rule of section 5 applies to every parameter alike
+        "bias_decay_mult": 1.0,
         "tta": "10crop",             # four corners + centre, and their mirrors (section 4.1)
     },
     "torchvision": {
@@ -60,6 +66,10 @@ RECIPES: dict[str, dict] = {
         "crop": "random-resized",    # scale (0.08, 1), ratio (3/4, 4/3)
         "lighting": "none",
         "lighting_std": 0.1,         # unused without lighting
+        "lighting_form": "paper",    # unused without lighting
+        "mean_crop": "same",         # unused without a mean image
+        "bias_lr_mult": 1.0,
+        "bias_decay_mult": 1.0,      # torch.optim.SGD decays every parameter
         "tta": "center",
     },
     "small": {
@@ -80,8 +90,73 @@ RECIPES: dict[str, dict] = {
         "crop": "random",            # zero-pad then crop: shifts of a few pixels
         "lighting": "none",
         "lighting_std": 0.1,         # unused without lighting
+        "lighting_form": "paper",    # unused without lighting
+        "mean_crop": "same",         # unused without a mean image
+        "bias_lr_mult": 1.0,
+        "bias_decay_mult": 1.0,
         "tta": "center",
     },
+    # Caffe's models/bvlc_alexnet: solver.prototxt and train_val.prototxt. Caffe counts iterations of
+    # batch 256; on ILSVRC-2012's 1,281,167 training images 100,000 iterations are 19.98 epochs and
+    # max_iter 450,000 is 89.9, so whole epochs: 20 and 90.
+    "caffe": {
+        "batch_size": 256,           # batch_size: 256 (train_val.prototxt)
+        "optimizer": "paper-sgd",    # Caffe's SGD: V <- momentum V - lr (grad + decay W); W <- W + V
+        "lr": 0.01,                  # base_lr: 0.01
+        "momentum": 0.9,             # momentum: 0.9
+        "weight_decay": 5e-4,        # weight_decay: 0.0005
+        "bias_lr_mult": 2.0,         # every bias: lr_mult: 2
+        "bias_decay_mult": 0.0,      # every bias: decay_mult: 0
+        "schedule": "step",          # lr_policy: "step"
+        "step_size": 20,             # stepsize: 100000 iterations
+        "lr_factor": 0.1,            # gamma: 0.1
+        "patience": 5,               # unused by step
+        "max_drops": 3,              # unused by step
+        "plateau_threshold": 0.0,    # unused by step
+        "warmup_epochs": 0,
+        "epochs": 90,                # max_iter: 450000
+        "normalize": "paper",        # mean_file: imagenet_mean.binaryproto, pixels 0..255
+        "mean_crop": "same",         # the data layer crops the mean where it crops the image
+        "crop": "random",            # crop_size: 227, mirror: true
+        "lighting": "none",          # no colour augmentation
+        "lighting_std": 0.1,         # unused without lighting
+        "lighting_form": "paper",    # unused without lighting
+        "tta": "center",             # the published 57.1% top-1 is the centre crop
+    },
+    # Krizhevsky's cuda-convnet2: layers/layer-params-*.cfg (epsW 0.01, epsB 0.02, momW/momB 0.9,
+    # wc 0.0005 on weights, 0 on biases), convdata.py (crops, mirrors, centre-cropped mean, lighting
+    # with color_noise 0.1) and its multiview test; the lr was divided by 10 by hand when the
+    # validation error stopped improving, as the paper says.
+    "cuda-convnet2": {
+        "batch_size": 128,           # --mini 128
+        "optimizer": "paper-sgd",    # inc <- mom inc - eps (grad + wc w); w <- w + inc
+        "lr": 0.01,                  # epsW 0.01
+        "momentum": 0.9,             # momW 0.9, momB 0.9
+        "weight_decay": 5e-4,        # wc 0.0005
+        "bias_lr_mult": 2.0,         # epsB 0.02
+        "bias_decay_mult": 0.0,      # biases carry no wc
+        "schedule": "plateau",
+        "patience": 4,               # our reading of "stopped improving", as the paper recipe
+        "max_drops": 3,
+        "plateau_threshold": 0.0,
+        "lr_factor": 0.1,
+        "step_size": 30,             # unused by plateau
+        "warmup_epochs": 0,
+        "epochs": 90,
+        "normalize": "paper",        # the mean image, pixels 0..255
+        "mean_crop": "center",       # convdata.py subtracts the mean's centre crop from every crop
+        "crop": "random",            # random 224 crops and mirrors
+        "lighting": "data",          # PCA of the training pixels
+        "lighting_std": 0.1,         # color_noise 0.1
+        "lighting_form": "cuda-convnet2",  # stdevs = sqrt(eigenvalues); batch x 1 / (1 + 0.1)
+        "tta": "10crop",             # multiview test: four corners, centre, and mirrors
+    },
+}
+
+# Model options a recipe sets, where the model has them (given --opt values win).
+RECIPE_MODEL_OPTIONS: dict[str, dict] = {
+    "caffe": {"init": "caffe", "lrn_mode": "caffe"},   # N(0, 0.01), biases 0 / 1 / 0.1; k=1, alpha / n
+    "cuda-convnet2": {"lrn_mode": "cuda-convnet"},     # scale / size, minDiv (k) = 2
 }
 
 RECIPE_FIELDS = tuple(RECIPES["paper"])

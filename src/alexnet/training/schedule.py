@@ -48,8 +48,8 @@ class Schedule:
                 scale = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         else:
             scale = self.scale
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.base_lr * scale
+        for group in self.optimizer.param_groups:  # biases may run at a multiple of the weights' lr
+            group["lr"] = self.base_lr * scale * group.get("lr_mult", 1.0)
 
     def after_step(self) -> None:
         self.steps += 1

@@ -69,19 +69,27 @@ def build_presets(cfg: TrainConfig, source: DataSource, model: ImageClassifier,
     if cfg.lighting != "none":
         if source.channels != 3:
             raise UserError(f"PCA lighting needs RGB images; {source.name} has {source.channels} channel(s)")
-        lighting = (Lighting.imagenet(cfg.lighting_std) if cfg.lighting == "imagenet"
-                    else Lighting(stats["eigval"], stats["eigvec"], cfg.lighting_std))
+        lighting = (Lighting.imagenet(cfg.lighting_std, cfg.lighting_form) if cfg.lighting == "imagenet"
+                    else Lighting(stats["eigval"], stats["eigvec"], cfg.lighting_std, cfg.lighting_form))
     crop, base = model.input_size[-1], source.base_size
     try:
         train = Preset(train=True, crop=crop, base_size=base, norm=norm, pad=cfg.pad, flip=cfg.flip == "on",
-                       lighting=lighting, resized=cfg.crop == "random-resized")
-        test = Preset(train=False, crop=crop, base_size=base, norm=norm)
+                       lighting=lighting, resized=cfg.crop == "random-resized", mean_crop=cfg.mean_crop)
+        test = Preset(train=False, crop=crop, base_size=base, norm=norm, mean_crop=cfg.mean_crop)
     except ValueError as e:
         raise UserError(f"{cfg.model} on {source.name}: {e}") from None
     return train, test
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Two parameter groups, weights and biases; the biases' learning rate and weight decay are the
+    weights' times ``bias_lr_mult`` and ``bias_decay_mult`` (Caffe: 2 and 0; the paper: 1 and 1).
+    Each group keeps its ``lr_mult`` for the schedule. Frozen parameters are left out."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in trainable if not n.endswith("bias")], "lr_mult": 1.0,
+               "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in trainable if n.endswith("bias")], "lr_mult": cfg.bias_lr_mult,
+               "lr": cfg.lr * cfg.bias_lr_mult, "weight_decay": cfg.weight_decay * cfg.bias_decay_mult}]
     kind = PaperSGD if cfg.optimizer == "paper-sgd" else torch.optim.SGD
-    return kind(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return kind([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay)

@@ -122,6 +122,12 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
+        groups = len(ckpt["optimizer"]["param_groups"])
+        if groups != len(self.optimizer.param_groups):
+            raise UserError(f"{self.rundir.last} holds {groups} optimizer parameter group(s) and this "
+                            "version "
+                            f"uses {len(self.optimizer.param_groups)} (weights, biases): it was saved by an "
+                            f"earlier alexnet; start a new run from its weights with --pretrained")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
@@ -265,11 +271,21 @@ class Trainer:
         return result
 
     def finish(self) -> dict:
-        """Test the best checkpoint, write results.json and the pictures."""
+        """Test the weights, write results.json and the pictures.
+
+        The best checkpoint (by validation top-1) is tested when the test split is not the one that chose
+        it. A dataset without a test split (ILSVRC-2012: train and val) reports on val, so there the
+        last weights are tested: a number chosen on the images it reports would be optimistic.
+        """
         cfg = self.cfg
-        if self.rundir.best.is_file():
-            self.model.load_state_dict(load_checkpoint(self.rundir.best)["model"])
         split = self.source.eval_split_name("test")
+        if split == "val":
+            weights = "last: the reported split (val) is the one that would choose best"
+        elif self.rundir.best.is_file():
+            self.model.load_state_dict(load_checkpoint(self.rundir.best)["model"])
+            weights = f"best: epoch {self.best_epoch}, chosen on val, reported on {split}"
+        else:
+            weights = "last"
         views = {"center": self.test_preset}
         if cfg.tta == "10crop":
             views["10crop"] = Preset.from_dict(self.train_preset.to_dict(), train=False, tta="10crop")
@@ -283,7 +299,7 @@ class Trainer:
             "test_loss": main.loss, "test_images": main.count, "topk": min(5, self.source.num_classes),
             "views": {name: r.to_dict() for name, r in tested.items()},
             "per_class_accuracy": dict(zip(self.source.class_names, main.per_class_accuracy)),
-            "best_epoch": self.best_epoch, "best_val_top1_accuracy": self.best_top1,
+            "weights": weights, "best_epoch": self.best_epoch, "best_val_top1_accuracy": self.best_top1,
             "epochs": self.epoch, "train_seconds": self.train_seconds,
             "skipped_files": sorted(self.bad_files),
         }
