@@ -8,12 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import alexnet
-from alexnet.models import ModelError, create_model, list_models
+from alexnet.models import ModelError, create_model, data_options, list_models, model_cfg
 from alexnet.models.lrn import LocalResponseNorm
 from alexnet.models.summary import summarize
 from alexnet.models.weights import WeightsError, load_pretrained
 
-SMALL = {"alexnet-small", "lenet5"}
+SMALL = [name for name in list_models() if model_cfg(name).sized_by_data]  # the models say it themselves
 
 
 def n_params(model):
@@ -154,6 +154,22 @@ def test_reset_classifier():
     owt = create_model("alexnet-owt")
     owt.reset_classifier(5)
     assert owt.classifier[6].out_features == 5
+
+
+def test_models_describe_themselves():
+    """default_cfg against what the models really do, and the names written out here."""
+    assert {"alexnet-small", "lenet5"} <= set(SMALL) and not {"alexnet2012", "alexnet-owt"} & set(SMALL)
+    for name in list_models():
+        cfg = model_cfg(name)
+        model = create_model(name, num_classes=7, **data_options(name, 3, 32))
+        assert cfg.input_size == create_model(name).input_size  # the default instance's input
+        head = model.get_submodule(cfg.classifier)
+        assert isinstance(head, torch.nn.Linear) and head.out_features == 7 and head is model.classifier[-1]
+        assert (data_options(name, 3, 32) != {}) == cfg.sized_by_data
+        if cfg.sized_by_data:
+            assert model.input_size == (3, 32, 32)
+    assert {n: model_cfg(n).recipe for n in ("alexnet2012", "alexnet-owt", "alexnet-small", "lenet5")} == {
+        "alexnet2012": "paper", "alexnet-owt": "torchvision", "alexnet-small": "small", "lenet5": "small"}
 
 
 def test_small_models_sizes():

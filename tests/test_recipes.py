@@ -21,7 +21,8 @@ from alexnet.training.setup import build_optimizer
 PUBLISHED = {
     # Krizhevsky et al. 2012, sections 4.1 and 5
     "paper": {"batch_size": 128, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, "max_drops": 3,
-              "epochs": 90, "lighting_std": 0.1, "tta": "10crop", "bias_lr_mult": 1.0, "bias_decay_mult": 1.0},
+              "epochs": 90, "lighting_std": 0.1, "tta": "10crop", "bias_lr_mult": 1.0,
+              "bias_decay_mult": 1.0},
     # Caffe models/bvlc_alexnet/solver.prototxt: base_lr 0.01, momentum 0.9, weight_decay 0.0005,
     # gamma 0.1, stepsize 100000 and max_iter 450000 (at batch 256: 19.98 and 89.9 epochs of 1,281,167);
     # train_val.prototxt: batch_size 256, crop_size 227, mirror, mean file, lr_mult 2 / decay_mult 0 on biases
@@ -39,7 +40,8 @@ PUBLISHED = {
     "torchvision": {"batch_size": 256, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "step_size": 30,
                     "lr_factor": 0.1, "epochs": 90, "crop": "random-resized", "normalize": "imagenet"},
 }
-MODEL_OPTIONS = {"caffe": {"init": "caffe", "lrn_mode": "caffe"}, "cuda-convnet2": {"lrn_mode": "cuda-convnet"}}
+MODEL_OPTIONS = {"caffe": {"init": "caffe", "lrn_mode": "caffe"},
+                 "cuda-convnet2": {"lrn_mode": "cuda-convnet"}}
 
 
 @pytest.fixture(scope="module")

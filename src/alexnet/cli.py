@@ -15,7 +15,7 @@ from .cliargs import format_table, parse_input_size, parse_kv
 from . import __version__
 from .bench import add_parser as add_bench
 from .data.cli import add_parser as add_data
-from .models import create_model, data_options, list_models, model_cfg, model_options
+from .models import check_options, create_model, data_options, list_models, model_cfg, model_options
 from .models.summary import summarize
 from .training.cli import add_evaluate_parser, add_predict_parser, add_train_parser
 from .training.config import recipe_table
@@ -24,12 +24,14 @@ from .errors import UserError
 
 
 def _summary(args) -> int:
-    options = parse_kv(args.opt, what="model option")
+    options = check_options(args.model, parse_kv(args.opt, what="model option"))
     size = parse_input_size(args.input_size) if args.input_size else None
     sized = data_options(args.model, size[0], size[1]) if size else {}
     if sized and size[1] != size[2]:
         raise UserError(f"{args.model} takes square inputs, got {size[1]}x{size[2]}")
-    model = create_model(args.model, num_classes=args.num_classes, **{**sized, **options})
+    num_classes = args.num_classes if args.num_classes is not None else (
+        10 if model_cfg(args.model).sized_by_data else 1000)
+    model = create_model(args.model, num_classes=num_classes, **{**sized, **options})
     try:
         s = summarize(model, size)
     except ValueError as e:  # the model's own input check
@@ -43,7 +45,8 @@ def _add_summary(sub) -> None:
                        description="Print one row per layer (output shape, parameters, multiply-adds) "
                                    "and the totals.")
     p.add_argument("model", help="model name (`alexnet models` lists them)")
-    p.add_argument("--num-classes", type=int, default=1000, help="output classes (default: 1000, ImageNet's)")
+    p.add_argument("--num-classes", type=int,
+                   help="output classes (default: 10 for the small-input models, 1000 for the others)")
     p.add_argument("--input-size", metavar="C,H,W", help="input size (default: the model's own)")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
                    help="model option, repeatable (e.g. --opt towers=1 --opt lrn=false)")
