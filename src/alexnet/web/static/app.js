@@ -109,9 +109,13 @@ function renderCard(card) {
   dl.replaceChildren();
   const rows = [["model", card.model], ["status", card.status], ["data", card.data || "none (weights file)"],
     ["recipe", card.recipe || "-"]];
-  if (card.config && card.config.epochs) {
-    rows.push(["training", `${card.config.epochs} epochs, batch ${card.config.batch_size}, ${card.config.optimizer} ` +
-      `lr ${card.config.lr}, ${card.config.schedule} schedule`]);
+  const c = card.config || {};
+  if (c.epochs) {
+    const parts = [`${c.epochs} epochs`];
+    if (c.batch_size) parts.push(`batch ${c.batch_size}`);
+    if (c.optimizer) parts.push(`${c.optimizer} lr ${c.lr}`);
+    if (c.schedule) parts.push(`${c.schedule} schedule`);
+    rows.push(["training", parts.join(", ")]);
   }
   if (card.input) rows.push(["input", `${card.input.crop}x${card.input.crop}, ${card.input.channels === 1 ? "grey" : "RGB"}` +
     ` (images stored at ${card.input.base_size})`]);
@@ -406,8 +410,10 @@ function lineChart(canvas, panels) {
       ctx.beginPath(); ctx.moveTo(x0, y); ctx.lineTo(x1, y); ctx.stroke();
       ctx.fillText(fmt(v, 3), x0 - 40, y + 4);
     }
-    ctx.fillText("epoch", x1 - 34, H - 8);
-    ctx.fillText("1", x0, H - 14); ctx.fillText(String(xmax), x1 - 10, H - 14);
+    ctx.textAlign = "center";
+    ctx.fillText("epoch", (x0 + x1) / 2, H - 6);
+    ctx.fillText("1", x0, H - 16); ctx.fillText(String(xmax), x1, H - 16);
+    ctx.textAlign = "left";
     panel.series.forEach((s, j) => {
       ctx.strokeStyle = s.color; ctx.fillStyle = s.color; ctx.lineWidth = 2;
       ctx.beginPath();
