@@ -5,8 +5,10 @@ page are checked against the trained model run here by hand with torch. Screensh
 ``$ALEXNET_SCREENSHOTS`` (docs/explorer.md shows them), else to the test's temporary folder.
 """
 
+import base64
 import io
 import json
+import math
 import os
 from pathlib import Path
 
@@ -99,18 +101,17 @@ BLANK_CHECK = """canvas => {
 
 def test_draw_a_digit(page, site):
     box = page.locator("#draw").bounding_box()
-    x0, y0 = box["x"], box["y"]
-    page.mouse.move(x0 + 90, y0 + 60)
+    cx, cy = box["x"] + 140, box["y"] + 140
+    ring = [(cx + 60 * math.sin(t * math.pi / 20), cy - 95 * math.cos(t * math.pi / 20)) for t in range(41)]
+    page.mouse.move(*ring[0])
     page.mouse.down()
-    for x, y in [(190, 60), (150, 140), (120, 230)]:  # a 7
-        page.mouse.move(x0 + x, y0 + y, steps=10)
+    for x, y in ring[1:]:  # a 0, one stroke; the page predicts while it is drawn
+        page.mouse.move(x, y, steps=2)
     page.mouse.up()
     page.wait_for_selector("#bars .bar")
     page.wait_for_timeout(300)
     settle(page)
     data_url = page.evaluate("document.querySelector('#draw').toDataURL('image/png')")
-    import base64
-
     drawn = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("L")
     small = np.array(drawn.resize((28, 28), Image.Resampling.BILINEAR))
     check_bars(page, reference_probs(site["run"], torch.from_numpy(small)[None, None])[0])

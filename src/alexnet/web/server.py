@@ -255,8 +255,10 @@ async def upload_bytes(request: Request) -> tuple[bytes, str]:
     ctype = request.headers.get("content-type", "")
     name = unquote(request.headers.get("x-filename", "upload"))
     if ctype.startswith("multipart/form-data"):
-        request._body = body  # starlette parses the form from the body already read
-        form = await request.form(max_files=1, max_fields=4)
+        async def replay():  # the form parser reads the body already read (and capped) above
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
         item = form.get("file")
         if item is None or isinstance(item, str):
             raise UploadError(422, "the form has no file field named 'file'")
