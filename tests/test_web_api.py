@@ -389,3 +389,25 @@ def test_serve_command_warns_off_loopback_and_refuses_bad_paths(trained_run, mon
     assert "alexnet: error: no such run folder or file" in capsys.readouterr().err
     assert main(["serve", str(tmp_path)]) == 2  # an empty folder: no runs
     assert "no runs found" in capsys.readouterr().err
+
+
+def test_a_plain_weights_file_is_served_without_a_dataset(tmp_path):
+    """torchvision's layout from a bare state dict (as torchvision ships it): ImageNet preprocessing."""
+    torch.manual_seed(0)
+    torch.save(create_model("alexnet-owt", num_classes=10).state_dict(), tmp_path / "owt.pth")
+    server = LiveServer(create_app(discover([str(tmp_path / "owt.pth")], model_name="alexnet-owt")))
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            runs = client.get("/api/runs").json()
+            assert [(r["id"], r["status"], r["model"]) for r in runs] == [("owt", "weights", "alexnet-owt")]
+            card = client.get("/api/runs/owt").json()
+            assert card["test_images"] == 0 and card["results"] is None and card["files"] == []
+            assert card["input"] == {"channels": 3, "base_size": 256, "crop": 224}
+            assert client.get("/api/runs/owt/testset").status_code == 404
+            assert client.get("/api/runs/owt/files/config.json").status_code == 404
+            r = client.post("/api/runs/owt/predict?sample=flower.jpg")
+            assert r.status_code == 200 and len(r.json()["top"]) == 5
+            assert [layer["name"] for layer in r.json()["layers"]] == [n for n in LAYERS if not n.startswith("norm")]
+            assert r.json()["neighbours"] == [] and "without its dataset" in r.json()["neighbours_note"]
+    finally:
+        server.stop()

@@ -358,6 +358,10 @@ def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
     async def _upload_error(_request, exc: UploadError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, exc: Exception):  # a message for the page; uvicorn logs the traceback
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"}, status_code=500)
+
     @app.exception_handler(UserError)
     async def _user_error(_request, exc: UserError):  # e.g. a checkpoint that does not load
         return JSONResponse({"detail": str(exc)}, status_code=422)
