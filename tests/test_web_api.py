@@ -389,6 +389,9 @@ def test_serve_command_warns_off_loopback_and_refuses_bad_paths(trained_run, mon
     assert "alexnet: error: no such run folder or file" in capsys.readouterr().err
     assert main(["serve", str(tmp_path)]) == 2  # an empty folder: no runs
     assert "no runs found" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve"]) == 2  # the default, runs/, is not here
+    assert "no runs/ folder here" in capsys.readouterr().err
 
 
 def test_a_plain_weights_file_is_served_without_a_dataset(tmp_path):

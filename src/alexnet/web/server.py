@@ -221,7 +221,7 @@ def decode_upload(data: bytes, filename: str, size: int, channels: int) -> tuple
     except Exception:  # noqa: BLE001 - the decoder below says what is wrong
         info = {}
     try:
-        arr, (w, h) = decode_file(_Named(data, name), size, channels, draft=False)
+        arr, (w, h) = decode_file(_Named(data, name), size, channels)  # as load_image: same pixels as predict
     except ImageDecodeError as e:
         raise UploadError(422, str(e)) from None
     if min(w, h) < MIN_SIDE:
@@ -318,7 +318,7 @@ def run_card(entry: Entry) -> dict:
                 "weight_decay", "schedule", "seed") if k in cfg},
             "results": None if results is None else {k: results.get(k) for k in (
                 "test_top1_accuracy", "test_top5_accuracy", "test_top1_error", "test_top5_error", "test_images",
-                "tta", "train_seconds", "test_split")},
+                "tta", "train_seconds", "test_split", "topk")},
             "files": [f for f in RUN_FILES if entry.run_dir is not None and (entry.run_dir / f).is_file()]}
     return card
 

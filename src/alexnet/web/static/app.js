@@ -3,7 +3,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 const state = { runs: [], id: null, card: null, answer: null, source: null, busy: false, again: false,
-                lastEpoch: 0, history: [], poll: null };
+                lastEpoch: 0, history: [], poll: null, pending: null };
 
 // ---------- helpers ----------
 
@@ -83,6 +83,8 @@ async function selectModel(id) {
   state.source = null;
   state.lastEpoch = 0;
   state.history = [];
+  state.card = null;
+  $("#model-status").textContent = "loading...";
   showMessage("");
   clearResults();
   clearDrawing();
@@ -100,8 +102,9 @@ async function selectModel(id) {
   await pollMetrics();
   if (state.poll) clearInterval(state.poll);
   state.poll = setInterval(pollMetrics, 2000);
-  await renderTestset(card);
   if (!card.loaded) showMessage(`${id} has no checkpoint yet: its curves update below while it trains.`);
+  else if (state.pending) { const src = state.pending; state.pending = null; predict(src); }
+  await renderTestset(card);
 }
 
 function renderCard(card) {
@@ -122,7 +125,7 @@ function renderCard(card) {
   if (card.results) {
     const r = card.results;
     rows.push(["test top-1", `${pct(r.test_top1_accuracy)} (error ${pct(r.test_top1_error)})`]);
-    rows.push(["test top-5", `${pct(r.test_top5_accuracy)} (error ${pct(r.test_top5_error)})`]);
+    rows.push([`test top-${r.topk || 5}`, `${pct(r.test_top5_accuracy)} (error ${pct(r.test_top5_error)})`]);
     rows.push(["test images", `${r.test_images} (${r.test_split} split, ${r.tta} view)`]);
   }
   if (card.summary) rows.push(["parameters", card.summary.total_params.toLocaleString("en")]);
@@ -192,7 +195,8 @@ async function renderSamples() {
 // ---------- predictions ----------
 
 async function predict(source) {
-  if (!state.card || !state.card.loaded) return;
+  if (!state.card) { state.pending = source; return; }  // the model is still loading: answer once it is
+  if (!state.card.loaded) { showMessage(`${state.id} has no checkpoint yet: nothing to predict with.`); return; }
   state.source = source;
   if (state.busy) { state.again = true; return; }  // keep only the newest drawing
   state.busy = true;
