@@ -74,6 +74,7 @@ def test_explain_matches_layer_by_layer_forward():
         logits = loaded.model.classifier(h.flatten(1))
     probs = logits.softmax(-1)[0]
     assert torch.allclose(out.probs, probs, atol=1e-6)
+    assert torch.allclose(ex.predict(image[None])[0], probs, atol=1e-6)
     assert [t["index"] for t in out.top] == probs.topk(3).indices.tolist()
     assert [lm.name for lm in out.layers] == list(names)
     for lm in out.layers:
