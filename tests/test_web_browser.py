@@ -71,7 +71,7 @@ def page(site):
 
 def settle(page):
     """Wait until the page has no prediction in flight and none queued."""
-    page.wait_for_function("() => !state.busy && !state.again")
+    page.wait_for_function("() => !state.drawPending && !state.busy && !state.again")
 
 
 def bars(page):
@@ -108,9 +108,8 @@ def test_draw_a_digit(page, site):
     for x, y in ring[1:]:  # a 0, one stroke; the page predicts while it is drawn
         page.mouse.move(x, y, steps=2)
     page.mouse.up()
-    page.wait_for_selector("#bars .bar")
-    page.wait_for_timeout(300)
     settle(page)
+    page.wait_for_selector("#bars .bar")
     data_url = page.evaluate("document.querySelector('#draw').toDataURL('image/png')")
     drawn = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("L")
     small = np.array(drawn.resize((28, 28), Image.Resampling.BILINEAR))

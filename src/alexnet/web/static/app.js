@@ -492,7 +492,7 @@ function clearDrawing() {
 }
 
 function sendDrawing() {
-  pad.toBlob((blob) => predict({ blob, name: "drawing.png" }), "image/png");
+  pad.toBlob((blob) => { state.drawPending = false; predict({ blob, name: "drawing.png" }); }, "image/png");
 }
 
 function where(ev) {
@@ -516,6 +516,7 @@ pad.addEventListener("pointermove", (ev) => {
 });
 pad.addEventListener("pointerup", () => {
   drawing = false;
+  state.drawPending = true;  // the finished drawing is about to be sent
   clearTimeout(timer);
   timer = setTimeout(sendDrawing, 30);
 });
