@@ -31,7 +31,8 @@ def small_loaded(seed=0, num_classes=10):
     torch.manual_seed(seed)
     model = create_model("alexnet-small", num_classes=num_classes).eval()
     mean, std = 40.0, 80.0
-    preset = Preset(train=False, crop=28, base_size=28, norm=Normalization.per_channel([mean], [std])).to_dict()
+    preset = Preset(train=False, crop=28, base_size=28, norm=Normalization.per_channel([mean],
+                                                                                       [std])).to_dict()
     names = [f"class {i}" for i in range(num_classes)]
     return Loaded(model, preset, [str(i) for i in range(num_classes)], names, "digits", "test"), mean, std
 
@@ -48,11 +49,13 @@ def test_feature_layers_names_every_layer():
     for name in ("alexnet2012", "alexnet-small"):
         layers = feature_layers(create_model(name))
         assert [layer.name for layer in layers] == expect
-        assert [layer.kind for layer in layers] == ["conv", "lrn", "pool", "conv", "lrn", "pool", "conv", "conv",
+        assert [layer.kind for layer in layers] == ["conv", "lrn", "pool", "conv", "lrn", "pool", "conv",
+                                                    "conv",
                                                     "conv", "pool"]
         assert all(isinstance(layer.module, torch.nn.ReLU) for layer in layers if layer.kind == "conv")
     owt = feature_layers(create_model("alexnet-owt"))  # torchvision's numbered modules get the paper's names
-    assert [layer.name for layer in owt] == ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
+    assert [layer.name for layer in owt] == ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5",
+                                             "pool5"]
     assert feature_layers(create_model("alexnet2012", lrn=False))[1].name == "pool1"
 
 
@@ -74,6 +77,7 @@ def test_explain_matches_layer_by_layer_forward():
         logits = loaded.model.classifier(h.flatten(1))
     probs = logits.softmax(-1)[0]
     assert torch.allclose(out.probs, probs, atol=1e-6)
+    assert torch.allclose(ex.predict(image[None])[0], probs, atol=1e-6)
     assert [t["index"] for t in out.top] == probs.topk(3).indices.tolist()
     assert [lm.name for lm in out.layers] == list(names)
     for lm in out.layers:
@@ -97,7 +101,8 @@ def reference_gradcam(model, x, cls):
     cam = torch.zeros(a.shape[2:])
     for k in range(a.shape[1]):
         cam += alpha[k] * a[0, k].detach()
-    cam = F.interpolate(cam.clamp_min(0)[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam = F.interpolate(cam.clamp_min(0)[None, None], size=x.shape[-2:], mode="bilinear",
+                        align_corners=False)[0, 0]
     return cam / cam.max()
 
 
@@ -225,10 +230,12 @@ def test_predict_cli_uses_the_same_top_k(tmp_path, capsys):
     loaded, _, _ = small_loaded(seed=2)
     save_checkpoint(tmp_path / "m.pt", dict(model_name="alexnet-small", num_classes=10, model_options={},
                                             model=loaded.model.state_dict(), preset=loaded.preset,
-                                            classes=loaded.classes, class_names=loaded.class_names, data="digits"))
+                                            classes=loaded.classes, class_names=loaded.class_names,
+                                            data="digits"))
     image = digit_images(1, seed=9)[0]
     Image.fromarray(image[0].numpy(), "L").save(tmp_path / "d.png")
-    assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "d.png"), "--json", "--device", "cpu"]) == 0
+    assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "d.png"), "--json", "--device",
+                 "cpu"]) == 0
     cli = json.loads(capsys.readouterr().out)[0]["top"]
     page = Explainer(load_trained(str(tmp_path / "m.pt"))).explain(image, maps=False, cam=False).top
     assert [t["class"] for t in cli] == [t["class"] for t in page]

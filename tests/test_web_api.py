@@ -5,11 +5,7 @@ import base64
 import http.client
 import io
 import json
-import shutil
-import socket
 import struct
-import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,81 +19,13 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
-from alexnet.cli import main
-from alexnet.data import build_source
-from alexnet.models import create_model
-from alexnet.web.server import MAX_UPLOAD, create_app, discover
+from alexnet.cli import main  # noqa: E402
+from alexnet.data import build_source  # noqa: E402
+from alexnet.models import create_model  # noqa: E402
+from alexnet.web.server import MAX_UPLOAD, create_app, discover  # noqa: E402 (after the skips)
+from helpers.web import (LAYERS, LiveServer, fake_live_run, metrics_record, png_bytes,  # noqa: E402
+                         reference_probs, train_tiny_run)
 
-LAYERS = ["conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5", "pool5"]
-
-
-# ---------- shared with tests/test_web_browser.py ----------
-
-def train_tiny_run(base: Path) -> Path:
-    """A 2-epoch alexnet-small run on the digits (about 15 s), trained once per test session."""
-    run = base / "r"
-    if not (run / "results.json").is_file():
-        shutil.rmtree(run, ignore_errors=True)
-        assert main(["train", "--epochs", "2", "--quiet", "--out", str(base), "--name", "r", "--device", "cpu"]) == 0
-    return run
-
-
-def fake_live_run(base: Path) -> Path:
-    """A run in progress: its config and one epoch of metrics, no checkpoint yet."""
-    run = base / "live"
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps({"config": {"model": "alexnet-small", "data": "digits",
-                                                            "epochs": 5, "recipe": "small"}}))
-    (run / "metrics.jsonl").write_text(json.dumps(metrics_record(1)) + "\n")
-    return run
-
-
-def metrics_record(epoch: int) -> dict:
-    return {"epoch": epoch, "train_loss": 2.0 / epoch, "train_top1": 0.2 * epoch, "val_loss": 2.1 / epoch,
-            "val_top1": 0.18 * epoch, "val_top5": 0.5 + 0.1 * epoch, "lr": 0.02, "seconds": 1.0}
-
-
-class LiveServer:
-    """uvicorn serving ``app`` on 127.0.0.1 and a free port, in a thread."""
-
-    def __init__(self, app):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-def reference_probs(run: Path, images: torch.Tensor) -> torch.Tensor:
-    """The run's model on uint8 (B, C, S, S) images, written out: checkpoint, centre crop, (x - mean) / std."""
-    ckpt = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
-    model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"], **ckpt["model_options"]).eval()
-    model.load_state_dict(ckpt["model"])
-    p = ckpt["preset"]
-    o, c = (p["base_size"] - p["crop"]) // 2, p["crop"]
-    x = (images[..., o:o + c, o:o + c].float() - p["norm"]["mean"]) / p["norm"]["std"]
-    with torch.no_grad():
-        return model(x).softmax(-1)
-
-
-def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array, mode).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-# ---------- fixtures ----------
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
@@ -155,7 +83,8 @@ def test_runs_card_and_metrics(live, trained_run):
     assert [layer["name"] for layer in card["layers"]] == LAYERS
     assert card["test_images"] == 360 and card["num_classes"] == 10 and card["towers"] == 2
     w = ckpt["model"]["features.conv1.weight"]
-    assert card["conv1"][0]["mean_norm"] == pytest.approx(float(w[:32].flatten(1).norm(dim=1).mean()), rel=1e-5)
+    assert card["conv1"][0]["mean_norm"] == pytest.approx(float(w[:32].flatten(1).norm(dim=1).mean()),
+                                                          rel=1e-5)
     history = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     m = client.get("/api/runs/r/metrics").json()
     assert m["history"] == history and m["status"] == "finished"
@@ -289,7 +218,9 @@ def bomb_png(width=30000, height=30000) -> bytes:
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT",
+                                                               zlib.compress(b"\0" * 64)) \
+        + chunk(b"IEND", b"")
 
 
 def cmyk_jpeg() -> bytes:
@@ -389,3 +320,29 @@ def test_serve_command_warns_off_loopback_and_refuses_bad_paths(trained_run, mon
     assert "alexnet: error: no such run folder or file" in capsys.readouterr().err
     assert main(["serve", str(tmp_path)]) == 2  # an empty folder: no runs
     assert "no runs found" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve"]) == 2  # the default, runs/, is not here
+    assert "no runs/ folder here" in capsys.readouterr().err
+
+
+def test_a_plain_weights_file_is_served_without_a_dataset(tmp_path):
+    """torchvision's layout from a bare state dict (as torchvision ships it): ImageNet preprocessing."""
+    torch.manual_seed(0)
+    torch.save(create_model("alexnet-owt", num_classes=10).state_dict(), tmp_path / "owt.pth")
+    server = LiveServer(create_app(discover([str(tmp_path / "owt.pth")], model_name="alexnet-owt")))
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            runs = client.get("/api/runs").json()
+            assert [(r["id"], r["status"], r["model"]) for r in runs] == [("owt", "weights", "alexnet-owt")]
+            card = client.get("/api/runs/owt").json()
+            assert card["test_images"] == 0 and card["results"] is None and card["files"] == []
+            assert card["input"] == {"channels": 3, "base_size": 256, "crop": 224}
+            assert client.get("/api/runs/owt/testset").status_code == 404
+            assert client.get("/api/runs/owt/files/config.json").status_code == 404
+            r = client.post("/api/runs/owt/predict?sample=flower.jpg")
+            assert r.status_code == 200 and len(r.json()["top"]) == 5
+            expected = [n for n in LAYERS if not n.startswith("norm")]
+            assert [layer["name"] for layer in r.json()["layers"]] == expected
+            assert r.json()["neighbours"] == [] and "without its dataset" in r.json()["neighbours_note"]
+    finally:
+        server.stop()

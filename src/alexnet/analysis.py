@@ -173,7 +173,8 @@ class Explainer:
                     h.remove()
         out = Explanation(self.crop(image), probs.cpu(),
                           top_classes(probs.cpu(), self.loaded.classes, self.loaded.class_names, k),
-                          cam=None if heat is None else heat.cpu(), cam_class=cls if heat is not None else None,
+                          cam=None if heat is None else heat.cpu(),
+                          cam_class=cls if heat is not None else None,
                           embedding=record["fc7"][0].detach().float().cpu())
         if maps:
             for layer in self.layers:
@@ -283,7 +284,8 @@ def train_index(explainer: Explainer, split, checkpoint: str | os.PathLike | Non
             cached = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
             cached = None
-        if isinstance(cached, dict) and cached.get("format") == EMBEDDINGS_FORMAT and cached.get("key") == key \
+        if isinstance(cached,
+                      dict) and cached.get("format") == EMBEDDINGS_FORMAT and cached.get("key") == key \
                 and cached.get("limit") == limit:
             return EmbeddingIndex(cached["features"], cached["indices"], cached["labels"])
     wanted = subset_indices(len(split), limit)

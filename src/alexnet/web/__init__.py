@@ -37,8 +37,12 @@ def _serve(args) -> int:
         from .server import create_app, discover
     except ImportError as e:
         raise UserError(f"alexnet serve needs the web extra: pip install 'alexnet[web]' ({e})") from None
+    import os
     import sys
 
+    if not args.paths and not os.path.isdir("runs"):
+        raise UserError("no runs/ folder here: give run folders, checkpoints or weight files "
+                        "(e.g. alexnet serve runs/NAME), or train one with `alexnet train`")
     runs = discover(args.paths or ["runs"], model_name=args.model)
     if not runs:
         raise UserError("no runs found: give run folders, checkpoints or weight files "

@@ -221,7 +221,7 @@ def decode_upload(data: bytes, filename: str, size: int, channels: int) -> tuple
     except Exception:  # noqa: BLE001 - the decoder below says what is wrong
         info = {}
     try:
-        arr, (w, h) = decode_file(_Named(data, name), size, channels, draft=False)
+        arr, (w, h) = decode_file(_Named(data, name), size, channels)  # as load_image: same pixels as predict
     except ImageDecodeError as e:
         raise UploadError(422, str(e)) from None
     if min(w, h) < MIN_SIDE:
@@ -255,8 +255,10 @@ async def upload_bytes(request: Request) -> tuple[bytes, str]:
     ctype = request.headers.get("content-type", "")
     name = unquote(request.headers.get("x-filename", "upload"))
     if ctype.startswith("multipart/form-data"):
-        request._body = body  # starlette parses the form from the body already read
-        form = await request.form(max_files=1, max_fields=4)
+        async def replay():  # the form parser reads the body already read (and capped) above
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
         item = form.get("file")
         if item is None or isinstance(item, str):
             raise UploadError(422, "the form has no file field named 'file'")
@@ -309,14 +311,15 @@ def run_card(entry: Entry) -> dict:
     """What the model picker shows: status, recipe, data, results and, once loaded, the layers."""
     cfg = (entry.read_json("config.json") or {}).get("config", {})
     results = entry.read_json("results.json")
+    shown = ("recipe", "model", "model_opts", "data", "epochs", "batch_size", "optimizer", "lr", "momentum",
+             "weight_decay", "schedule", "seed")
+    scores = ("test_top1_accuracy", "test_top5_accuracy", "test_top1_error", "test_top5_error", "test_images",
+              "tta", "train_seconds", "test_split", "topk", "weights")
     card = {"id": entry.id, "status": entry.status(), "path": entry.path.name,
-            "model": cfg.get("model") or entry.model_name, "data": cfg.get("data"), "recipe": cfg.get("recipe"),
-            "epochs": cfg.get("epochs"), "config": {k: cfg[k] for k in (
-                "recipe", "model", "model_opts", "data", "epochs", "batch_size", "optimizer", "lr", "momentum",
-                "weight_decay", "schedule", "seed") if k in cfg},
-            "results": None if results is None else {k: results.get(k) for k in (
-                "test_top1_accuracy", "test_top5_accuracy", "test_top1_error", "test_top5_error", "test_images",
-                "tta", "train_seconds", "test_split")},
+            "model": cfg.get("model") or entry.model_name, "data": cfg.get("data"),
+            "recipe": cfg.get("recipe"), "epochs": cfg.get("epochs"),
+            "config": {k: cfg[k] for k in shown if k in cfg},
+            "results": None if results is None else {k: results.get(k) for k in scores},
             "files": [f for f in RUN_FILES if entry.run_dir is not None and (entry.run_dir / f).is_file()]}
     return card
 
@@ -336,7 +339,8 @@ def full_card(entry: Entry) -> dict:
         "class_names": loaded.class_names,
         "input": {"channels": ex.channels, "base_size": ex.base_size, "crop": ex.preset.crop},
         "summary": summarize(model).to_dict(), "towers": getattr(model, "towers", 1),
-        "conv1": conv1_stats(model), "layers": [{"name": layer.name, "kind": layer.kind} for layer in ex.layers],
+        "conv1": conv1_stats(model), "layers": [{"name": layer.name,
+                                                 "kind": layer.kind} for layer in ex.layers],
         "test_images": len(source.split("test")) if source is not None and (
             "test" in source.splits or "val" in source.splits) else 0,
     })
@@ -355,6 +359,11 @@ def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
     @app.exception_handler(UploadError)
     async def _upload_error(_request, exc: UploadError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, exc: Exception):  # a message for the page; uvicorn logs the traceback
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"},
+                            status_code=500)
 
     @app.exception_handler(UserError)
     async def _user_error(_request, exc: UserError):  # e.g. a checkpoint that does not load
@@ -467,7 +476,8 @@ def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
         started = time.perf_counter()
         ex = await run_in_threadpool(e.explainer)
         if test is not None:
-            image, info = await run_in_threadpool(split_image, e, "test", test), {"source": f"test image {test}"}
+            image, info = await run_in_threadpool(split_image, e, "test",
+                                                  test), {"source": f"test image {test}"}
         elif sample is not None:
             if sample not in photos:
                 raise HTTPException(404, f"no sample image named {sample!r}")
@@ -488,7 +498,8 @@ def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
         rows = []
         for e in chosen:
             row = run_card(e)
-            row["history"] = [{k: r.get(k) for k in ("epoch", "train_loss", "val_loss", "val_top1", "val_top5")}
+            row["history"] = [{k: r.get(k) for k in ("epoch", "train_loss", "val_loss", "val_top1",
+                                                     "val_top5")}
                               for r in e.metrics()]
             rows.append(row)
         return rows

@@ -3,7 +3,7 @@
 
 const $ = (sel) => document.querySelector(sel);
 const state = { runs: [], id: null, card: null, answer: null, source: null, busy: false, again: false,
-                lastEpoch: 0, history: [], poll: null };
+                lastEpoch: 0, history: [], poll: null, pending: null };
 
 // ---------- helpers ----------
 
@@ -83,6 +83,8 @@ async function selectModel(id) {
   state.source = null;
   state.lastEpoch = 0;
   state.history = [];
+  state.card = null;
+  $("#model-status").textContent = "loading...";
   showMessage("");
   clearResults();
   clearDrawing();
@@ -100,8 +102,9 @@ async function selectModel(id) {
   await pollMetrics();
   if (state.poll) clearInterval(state.poll);
   state.poll = setInterval(pollMetrics, 2000);
-  await renderTestset(card);
   if (!card.loaded) showMessage(`${id} has no checkpoint yet: its curves update below while it trains.`);
+  else if (state.pending) { const src = state.pending; state.pending = null; predict(src); }
+  await renderTestset(card);
 }
 
 function renderCard(card) {
@@ -109,16 +112,20 @@ function renderCard(card) {
   dl.replaceChildren();
   const rows = [["model", card.model], ["status", card.status], ["data", card.data || "none (weights file)"],
     ["recipe", card.recipe || "-"]];
-  if (card.config && card.config.epochs) {
-    rows.push(["training", `${card.config.epochs} epochs, batch ${card.config.batch_size}, ${card.config.optimizer} ` +
-      `lr ${card.config.lr}, ${card.config.schedule} schedule`]);
+  const c = card.config || {};
+  if (c.epochs) {
+    const parts = [`${c.epochs} epochs`];
+    if (c.batch_size) parts.push(`batch ${c.batch_size}`);
+    if (c.optimizer) parts.push(`${c.optimizer} lr ${c.lr}`);
+    if (c.schedule) parts.push(`${c.schedule} schedule`);
+    rows.push(["training", parts.join(", ")]);
   }
   if (card.input) rows.push(["input", `${card.input.crop}x${card.input.crop}, ${card.input.channels === 1 ? "grey" : "RGB"}` +
     ` (images stored at ${card.input.base_size})`]);
   if (card.results) {
     const r = card.results;
     rows.push(["test top-1", `${pct(r.test_top1_accuracy)} (error ${pct(r.test_top1_error)})`]);
-    rows.push(["test top-5", `${pct(r.test_top5_accuracy)} (error ${pct(r.test_top5_error)})`]);
+    rows.push([`test top-${r.topk || 5}`, `${pct(r.test_top5_accuracy)} (error ${pct(r.test_top5_error)})`]);
     rows.push(["test images", `${r.test_images} (${r.test_split} split, ${r.tta} view)`]);
   }
   if (card.summary) rows.push(["parameters", card.summary.total_params.toLocaleString("en")]);
@@ -188,7 +195,8 @@ async function renderSamples() {
 // ---------- predictions ----------
 
 async function predict(source) {
-  if (!state.card || !state.card.loaded) return;
+  if (!state.card) { state.pending = source; return; }  // the model is still loading: answer once it is
+  if (!state.card.loaded) { showMessage(`${state.id} has no checkpoint yet: nothing to predict with.`); return; }
   state.source = source;
   if (state.busy) { state.again = true; return; }  // keep only the newest drawing
   state.busy = true;
@@ -406,8 +414,10 @@ function lineChart(canvas, panels) {
       ctx.beginPath(); ctx.moveTo(x0, y); ctx.lineTo(x1, y); ctx.stroke();
       ctx.fillText(fmt(v, 3), x0 - 40, y + 4);
     }
-    ctx.fillText("epoch", x1 - 34, H - 8);
-    ctx.fillText("1", x0, H - 14); ctx.fillText(String(xmax), x1 - 10, H - 14);
+    ctx.textAlign = "center";
+    ctx.fillText("epoch", (x0 + x1) / 2, H - 6);
+    ctx.fillText("1", x0, H - 16); ctx.fillText(String(xmax), x1, H - 16);
+    ctx.textAlign = "left";
     panel.series.forEach((s, j) => {
       ctx.strokeStyle = s.color; ctx.fillStyle = s.color; ctx.lineWidth = 2;
       ctx.beginPath();
@@ -482,7 +492,7 @@ function clearDrawing() {
 }
 
 function sendDrawing() {
-  pad.toBlob((blob) => predict({ blob, name: "drawing.png" }), "image/png");
+  pad.toBlob((blob) => { state.drawPending = false; predict({ blob, name: "drawing.png" }); }, "image/png");
 }
 
 function where(ev) {
@@ -506,6 +516,7 @@ pad.addEventListener("pointermove", (ev) => {
 });
 pad.addEventListener("pointerup", () => {
   drawing = false;
+  state.drawPending = true;  // the finished drawing is about to be sent
   clearTimeout(timer);
   timer = setTimeout(sendDrawing, 30);
 });
