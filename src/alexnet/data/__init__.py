@@ -3,6 +3,7 @@
 ``--data SPEC`` (train, evaluate, predict, bench, data) is one of:
 
 - ``digits``: scikit-learn's 8x8 digits at 28x28 (embedded, the default for quick runs);
+  ``digits:classes=0-4`` (or ``classes=5,7,9``) keeps some of the digits, each split its own images;
 - ``synthetic`` or ``synthetic:KEY=VALUE,...``: generated ImageNet-like photos at 256, in memory
   (keys: ``classes`` 10, ``per-class`` 50 training images, ``val-per-class`` and ``test-per-class``
   ``per-class // 5``, ``size`` 300 (longer side before the 256 centre crop), ``seed`` 0);
@@ -35,8 +36,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if spec in ("digits", "synthetic"):
         return spec, ""
     head, sep, rest = spec.partition(":")
-    if sep and head == "synthetic":
-        return "synthetic", rest
+    if sep and head in ("synthetic", "digits"):
+        return head, rest
     if sep and head in KINDS:
         if not os.path.exists(rest):
             raise DataError(f"--data {spec}: no such file or folder: {rest}")
@@ -84,6 +85,22 @@ def _synthetic_options(text: str) -> dict:
     return {SYNTHETIC_KEYS[k]: v for k, v in options.items()}
 
 
+def _digits_options(text: str) -> dict:
+    """``classes=0-4`` or ``classes=5,7,9``."""
+    if not text:
+        return {}
+    key, sep, value = text.partition("=")
+    if key != "classes" or not sep:
+        raise DataError(f"digits: expected classes=A-B or classes=A,B,..., got {text!r}")
+    try:
+        if "-" in value:
+            lo, hi = (int(v) for v in value.split("-"))
+            return {"classes": list(range(lo, hi + 1))}
+        return {"classes": [int(v) for v in value.split(",")]}
+    except ValueError:
+        raise DataError(f"digits: classes must be digits, got {value!r}") from None
+
+
 def build_source(spec: str) -> DataSource:
     """Build a :class:`DataSource` from a ``--data`` spec (see the module docstring)."""
     kind, arg = parse_spec(spec)
@@ -98,7 +115,7 @@ def _build(kind: str, arg: str) -> DataSource:
     if kind == "digits":
         from .digits import load_digits_source
 
-        return load_digits_source()
+        return load_digits_source(**_digits_options(arg))
     if kind == "synthetic":
         from .synth import synthetic_source
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import DataSource, TensorImageSet
+from .base import DataError, DataSource, TensorImageSet
 from .splits import stratified_split
 
 SPLIT_SEED = 0
@@ -35,19 +35,27 @@ def split_indices(targets: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.n
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def load_digits_source() -> DataSource:
+def load_digits_source(classes: list[int] | None = None) -> DataSource:
+    """The digits; ``classes`` keeps only those digits (relabelled 0, 1, ... in the given order), each
+    split keeping its own images of them: ``digits:classes=5-9`` tests on the 5-9s of the usual test set."""
     from sklearn.datasets import load_digits  # scikit-learn's datasets take a second to import
 
     bunch = load_digits()
     images = upscale(bunch.images)
     targets = bunch.target.astype(np.int64)
     parts = split_indices(targets)
-    splits = {k: TensorImageSet(images[torch.from_numpy(v)], targets[v]) for k, v in parts.items()}
-    names = [str(n) for n in bunch.target_names]
+    keep = list(range(10)) if classes is None else list(classes)
+    if sorted(set(keep)) != sorted(keep) or not keep or not set(keep) <= set(range(10)):
+        raise DataError(f"digits: classes must be distinct digits 0-9, got {classes}")
+    relabel = np.full(10, -1, dtype=np.int64)
+    relabel[keep] = np.arange(len(keep))
+    parts = {k: v[relabel[targets[v]] >= 0] for k, v in parts.items()}
+    splits = {k: TensorImageSet(images[torch.from_numpy(v)], relabel[targets[v]]) for k, v in parts.items()}
+    names = [str(bunch.target_names[c]) for c in keep]
     return DataSource(
         name="digits", imagery="small", channels=1, base_size=SIZE, classes=names, class_names=names,
         splits=splits, flip=False,
         notes={"source": "sklearn.datasets.load_digits (8x8, upscaled bilinear to 28x28)",
                "split": f"stratified 60/20/20, random_state={SPLIT_SEED}",
-               "sizes": {k: len(v) for k, v in parts.items()}},
+               "classes": names, "sizes": {k: len(v) for k, v in parts.items()}},
     )

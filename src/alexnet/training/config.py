@@ -71,6 +71,11 @@ class TrainConfig:
     pretrained: str = opt("", "start from these weights (a run directory, one of its checkpoints, a "
                               "torchvision .pth or a .safetensors file); the output layer is "
                               "re-initialized when the class count differs", "model")
+    freeze: str = opt("none", "features: keep the convolutional trunk as loaded (with --pretrained) and "
+                              "train only the fully connected layers; none: train everything", "model",
+                      choices=("none", "features"))
+    tensorboard: bool = opt(False, "also write TensorBoard event files (scalars per epoch, conv1 kernels) to "
+                                   "RUN/tensorboard (needs: pip install tensorboard)", "run")
     # data
     data: str = opt("digits", "dataset spec: digits, synthetic, a folder, cifar10:PATH, mnist:PATH, "
                               "store:PATH, ...", "data")

@@ -17,6 +17,7 @@ from .checkpoint import load_checkpoint
 from .config import RESUMABLE_CHANGES, resolve_config
 from .distributed import compute_cleanup, compute_init
 from .rundir import RunDir
+from .tblog import check_tensorboard
 from .trainer import StopRequest, Trainer
 
 
@@ -63,6 +64,8 @@ def launch(values: dict, *, config_file: str | None = None, resume: str | None =
     else:
         cfg, source = resolve_config(values, config_file=config_file, where=where)
         rundir = RunDir(Path(cfg.out) / cfg.name)
+    if cfg.tensorboard:
+        check_tensorboard()
     dist, device = compute_init(cfg.device)
     try:
         rundir.primary = dist.primary

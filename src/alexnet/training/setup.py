@@ -30,6 +30,8 @@ def build_model(cfg: TrainConfig, source: DataSource) -> ImageClassifier:
     if cfg.pretrained:
         path = Path(cfg.pretrained)
         load_pretrained(model, find_checkpoint(path) if path.is_dir() else path, new_head=True)
+    if cfg.freeze == "features":  # fine-tuning: the trunk stays as loaded; only the classifier learns
+        model.features.requires_grad_(False)
     return model
 
 

@@ -29,6 +29,7 @@ from .engine import EvalResult, Member, TrainState, evaluate, train_one_epoch
 from .rundir import RunDir
 from .schedule import Schedule
 from .setup import build_model, build_optimizer, build_presets, load_stats
+from .tblog import open_log
 
 
 class NonFiniteLoss(UserError):
@@ -99,6 +100,7 @@ class Trainer:
         self.bad_files: set[str] = set()
         self.resume_rng: dict | None = None  # generator states to continue a half-done epoch with
         self.noted = 0  # skipped files of this epoch already warned about
+        self.log = open_log(cfg.tensorboard, rundir.path / "tensorboard", dist.primary)
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
 
@@ -244,6 +246,7 @@ class Trainer:
         if improved:
             self.save("best")
         self.rundir.write_metrics(self.history)
+        self.log.epoch(record)
         k = min(5, self.source.num_classes)
         line = (f"epoch {self.epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} "
                 f"top-1 {100 * record['train_top1']:5.1f}%  val loss {val.loss:.4f} "
@@ -322,5 +325,7 @@ class Trainer:
             plot_curves(self.history, out / "curves.png")
         conv1 = next(m for m in self.model.features if isinstance(m, torch.nn.Conv2d))
         plot_conv1(conv1.weight, out / "conv1.png", towers=getattr(self.model, "towers", 1))
+        self.log.kernels(conv1.weight, self.epoch)
+        self.log.close()
         if self.source.num_classes <= 100:
             plot_confusion(result.confusion, self.source.class_names, out / "confusion.png")
