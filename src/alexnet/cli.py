@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .bench import add_parser as add_bench
     from .data.cli import add_parser as add_data
+    from .export import add_parser as add_export
+    from .features import add_parser as add_features
     from .train.cli import add_evaluate_parser, add_predict_parser, add_train_parser
 
     parser = argparse.ArgumentParser(
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the models and their options").set_defaults(func=_models)
     add_data(sub)
     add_bench(sub)
+    add_export(sub)
+    add_features(sub)
     return parser
 
 
