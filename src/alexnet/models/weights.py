@@ -107,7 +107,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict | None]:
                            "(pip install 'alexnet[export]')") from e
     try:
         with safe_open(str(path), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
             raw = (f.metadata() or {}).get(METADATA_KEY)
     except Exception as e:  # noqa: BLE001 - a broken header can raise almost anything
         raise WeightsError(f"{path} is not a readable safetensors file ({e})") from None
@@ -183,47 +183,67 @@ def _num_classes(state: dict[str, torch.Tensor]) -> int | None:
     return state[heads[-1]].shape[0] if heads else None  # the output layer comes last
 
 
-def _candidates(name: str, state: dict[str, torch.Tensor]):
-    """Option sets of model ``name`` that change parameter shapes, most likely first."""
-    from . import model_options
+def _mismatch_in(model: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> bool:
+    own = model.state_dict()
+    return any(own[k].shape != v.shape for k, v in state.items() if k.startswith(prefix) and k in own)
+
+
+def _fits(name: str, state: dict[str, torch.Tensor], num_classes: int) -> dict | None:
+    """Options of model ``name`` under which ``state`` fits it exactly, or None. The trunk's options
+    (towers, in_chans) are found on the ``features.`` tensors first; then the image side, which only
+    the first fc layer shows."""
+    from . import ModelError, create_model, model_options
 
     accepted = model_options(name)
     first = next(v for k, v in state.items() if k.endswith(".weight") and v.ndim == 4)
-    grid = {}
-    if "towers" in accepted:
-        grid["towers"] = (accepted["towers"], 3 - accepted["towers"])
+    trunk = {"towers": (accepted["towers"], 3 - accepted["towers"])} if "towers" in accepted else {}
     if "in_chans" in accepted:
-        grid["in_chans"] = (first.shape[1],)
-    if "img_size" in accepted:
-        grid["img_size"] = (28, 32, *[s for s in range(16, 257) if s not in (28, 32)])
-    for values in itertools.product(*grid.values()):
-        yield dict(zip(grid, values))
+        trunk["in_chans"] = (first.shape[1],)
+    # Sides s and s - 1 (s even) can give the same shapes: the common sizes first, then even ones.
+    sides = sorted(range(16, 257), key=lambda s: (s not in (28, 32), s % 2, s)) if "img_size" in accepted else [None]
+    for values in itertools.product(*trunk.values()):
+        options = dict(zip(trunk, values))
+        with torch.device("meta"):  # shapes only: nothing is allocated or initialized for real
+            probe = create_model(name, num_classes=num_classes, **options)
+        if _mismatch_in(probe, state, "features."):
+            continue
+        for side in sides:
+            sized = options if side is None else {**options, "img_size": side}
+            try:
+                with torch.device("meta"):
+                    probe = create_model(name, num_classes=num_classes, **sized)
+            except ModelError:
+                continue
+            if not _mismatch(probe, state):
+                return sized
+    return None
 
 
-def match_architecture(state: dict[str, torch.Tensor], model_name: str | None = None) -> tuple[str, dict, int]:
+def match_architecture(state: dict[str, torch.Tensor], model_name: str | None = None,
+                       where: str = "the weights") -> tuple[str, dict, int]:
     """``(model name, options, num_classes)`` of the registered model whose parameters have exactly
-    the keys and shapes of ``state``; raises :class:`WeightsError` when none has."""
-    from . import ModelError, create_model, list_models
+    the keys and shapes of ``state``; raises :class:`WeightsError` when none has (or, with
+    ``model_name``, when that model has not)."""
+    from . import create_model, list_models
 
     num_classes = _num_classes(state)
-    names = [model_name] if model_name else list_models()
+    names = list_models()
+    if model_name in names:
+        names = [model_name] + [n for n in names if n != model_name]
     if num_classes is not None:
         for name in names:
-            with torch.device("meta"):  # shapes only: nothing is allocated or initialized for real
+            with torch.device("meta"):
                 probe = create_model(name, num_classes=num_classes)
             if set(probe.state_dict()) != set(state):
                 continue  # another model's layer names: no option changes those
-            for options in _candidates(name, state):
-                try:
-                    with torch.device("meta"):
-                        probe = create_model(name, num_classes=num_classes, **options)
-                except ModelError:
-                    continue
-                if not _mismatch(probe, state):
-                    return name, options, num_classes
+            options = _fits(name, state, num_classes)
+            if options is not None and model_name not in (None, name):
+                raise WeightsError(f"{where} holds {name} weights, not {model_name}")
+            if options is not None:
+                return name, options, num_classes
     keys = ", ".join(list(state)[:3])
     target = model_name or "any model (" + ", ".join(list_models()) + ")"
-    raise WeightsError(f"the weights ({len(state)} tensors: {keys}, ...) fit no option of {target}")
+    raise WeightsError(f"{where} ({len(state)} tensors: {keys}, ...) fits no option of {target}")
 
 
 def _build(wf: WeightsFile, name: str, options: dict, num_classes: int) -> nn.Module:
@@ -259,7 +279,7 @@ def load_weights(path: str | os.PathLike, model_name: str | None = None, *, quie
         name, opts, k = m["model"], dict(m["options"]), int(m["num_classes"])
         classes, names, preset, metrics = list(m["classes"]), list(m["class_names"]), m["preset"], {}
     else:
-        name, opts, k = match_architecture(wf.state, model_name)
+        name, opts, k = match_architecture(wf.state, model_name, str(wf.path))
         classes = names = imagenet_class_names() if k == 1000 else [str(i) for i in range(k)]
         preset = "torchvision-eval" if name == "alexnet-owt" else None
         metrics = {}

@@ -106,7 +106,7 @@ def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="top-5 classes, with probabilities, of image files",
                        description="Classify image files (JPEG, PNG, ...; any size, grayscale or colour) with "
                                    "the same preprocessing as evaluation.")
-    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT", help="(omit it with --weights)")
+    p.add_argument("checkpoint", nargs="?", metavar="RUN_DIR_OR_CHECKPOINT", help="(omit it with --weights)")
     p.add_argument("images", nargs="*", metavar="IMAGE")
     p.add_argument("--weights", metavar="PATH", help="a weights file (torchvision's .pth, an exported "
                                                      ".safetensors) instead of a run directory")
@@ -122,7 +122,9 @@ def _predict(args) -> int:
     if args.top_k < 1:
         raise UserError("--top-k must be >= 1")
     if args.weights:  # the first positional was an image
-        args.checkpoint, args.images = args.weights, [args.checkpoint, *args.images]
+        args.checkpoint, args.images = args.weights, [p for p in (args.checkpoint, *args.images) if p]
+    if not args.checkpoint:
+        raise UserError("give a run directory, a checkpoint or --weights PATH")
     if not args.images:
         raise UserError("no image files given")
     return run_predict(args)
