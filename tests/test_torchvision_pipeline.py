@@ -35,8 +35,8 @@ def reference_pixels(path, resize=256, crop=224):
         new_w, new_h = int(resize * w / h), resize
     if (new_w, new_h) != (w, h):
         img = img.resize((new_w, new_h), Image.BILINEAR)
-    top = int(round((new_h - crop) / 2.0))
-    left = int(round((new_w - crop) / 2.0))
+    top = int(round((new_h - crop) / 2.0))  # noqa: RUF046 - as torchvision writes it
+    left = int(round((new_w - crop) / 2.0))  # noqa: RUF046
     return np.array(img)[top:top + crop, left:left + crop]  # (224, 224, 3) uint8
 
 
