@@ -44,7 +44,7 @@ def assert_onnx_matches(path, model):
         assert np.abs(got - want).max() <= TOL
 
 
-SMALL = dict(in_chans=3, img_size=32)
+SMALL = {"in_chans": 3, "img_size": 32}
 # The paper's ablations on the small network (same layers, fast to export); the paper and
 # cuda-convnet LRN readings with two towers are in test_lrn_readings_stay_apart_in_onnx.
 OPTIONS = [
