@@ -86,6 +86,7 @@ def test_cli_writes_a_whole_split(photo_folder, tmp_path, capsys):
         want = F.relu(F.linear(model.forward_features(x).flatten(1), s["classifier.1.weight"], s["classifier.1.bias"]))
     np.testing.assert_allclose(got["features"], want.numpy(), rtol=1e-4, atol=1e-4)
     assert [int(y) for y in got["labels"]] == [int("class1" in f) for f in files]
+    assert list(got["class_names"]) == ["class0", "class1"]  # the dataset's classes, which labels index
 
 
 def test_unknown_layer_and_bad_target_are_one_line_errors(tmp_path, capsys):

@@ -89,7 +89,8 @@ def extract_features(model: nn.Module, images: torch.Tensor, layer: str = "fc7")
 
 @dataclass
 class FeatureSet:
-    """Features of a whole split: ``features`` (N, D) float32, ``labels`` (N,), ``files`` (N names)."""
+    """Features of a whole split: ``features`` (N, D) float32, ``labels`` (N,) the dataset's labels,
+    ``files`` (N names), ``class_names`` the dataset's, in label order."""
 
     features: torch.Tensor
     labels: torch.Tensor
@@ -140,7 +141,7 @@ def dataset_features(source: str, data: str | None = None, *, layer: str = "fc7"
             bar.update(len(idx))
     if not feats:
         raise UserError(f"no readable images in the {split} split of {spec}")
-    return FeatureSet(torch.cat(feats), torch.cat(labels), files, loaded.class_names, layer, skipped)
+    return FeatureSet(torch.cat(feats), torch.cat(labels), files, src.class_names, layer, skipped)
 
 
 def save_npz(fs: FeatureSet, path: str | os.PathLike) -> None:
