@@ -99,3 +99,29 @@ def test_unknown_layer_and_bad_target_are_one_line_errors(tmp_path, capsys):
                if line.strip() and not line.startswith("alexnet: note:")]
         assert len(err) == 1 and err[0].startswith("alexnet: error:"), err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["small.pth"]
+
+
+def test_evaluate_weights_reads_the_folder_as_torchvision(photo_folder, tmp_path, capsys):
+    torch.manual_seed(1)
+    model = alexnet.create_model("alexnet-owt", num_classes=2).eval()
+    with torch.no_grad():  # random weights give near-equal logits for any image: spread them
+        model.classifier[6].weight.mul_(3000)
+    weights = tmp_path / "owt2.pth"
+    torch.save(model.state_dict(), weights)
+    assert main(["evaluate", "--weights", str(weights), "--data", f"folder:{photo_folder}", "--split", "train",
+                 "--format", "json", "--device", "cpu"]) == 0
+    result = __import__("json").loads(capsys.readouterr().out)["results"][0]
+    preset = torchvision_eval_preset()
+    from alexnet.data import build_source
+
+    split = build_source(f"folder:{photo_folder}").split("train")
+    paths = [split.path(i) for i in range(len(split)) if not split.path(i).endswith("broken.jpg")]
+    pixels = torch.stack([preset.load(p) for p in paths]).float() / 255
+    x = (pixels - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    labels = torch.tensor([int("class1" in p) for p in paths])
+    with torch.no_grad():
+        logits = model(x)
+    assert result["count"] == len(paths)
+    assert result["top1_accuracy"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    # the loss moves with every pixel: the files were read and normalized as torchvision does
+    assert result["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-4)
