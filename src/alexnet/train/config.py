@@ -43,6 +43,8 @@ class TrainConfig:
     seed: int = opt(0, "seed for initialization, data order, augmentation and dropout", "run")
     quiet: bool = opt(False, "no progress bars; one line per epoch only", "run")
     save_every: int = opt(0, "also checkpoint every N steps inside an epoch (0: at epoch ends only)", "run")
+    tensorboard: bool = opt(False, "also write TensorBoard event files to RUN/tensorboard (scalars per epoch, "
+                                   "conv1 kernels); needs the tensorboard package", "run")
     # model
     model: str = opt("alexnet-small", "model name (`alexnet models` lists them)", "model")
     model_opts: dict = opt(None, "model options as KEY=VALUE, repeatable (e.g. --opt lrn=false)", "model",

@@ -44,6 +44,7 @@ from .config import TrainConfig
 from .distributed import Dist, compute_cleanup, compute_init
 from .engine import Member, TrainState, evaluate, train_one_epoch
 from .schedule import Schedule
+from .tensorboard import open_tensorboard
 
 SMALL_MODELS = ("alexnet-small", "lenet5")
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "quiet", "save_every", "compile", "cuda_graphs", "out")
@@ -226,6 +227,7 @@ class Trainer:
         for split in ("train", "val"):
             self.source.split(split)  # fail now, not after an epoch, when a split is empty
         self.model = build_model(cfg, self.source)
+        self.tensorboard = open_tensorboard(run_path / "tensorboard", cfg.tensorboard and dist.primary)
         if resume is not None:
             self.model.load_state_dict(resume["model"])
             preset = resume["preset"]
@@ -385,6 +387,7 @@ class Trainer:
                   "images_per_second": count / max(self.state.seconds, 1e-9),
                   "skipped_files": len(self.state.skipped) + val.skipped}
         self.history.append(record)
+        self.tensorboard.log_epoch(record, self.model)
         self.state = TrainState()
         improved = val.top1_accuracy > self.best_top1
         if improved:
@@ -440,6 +443,7 @@ class Trainer:
             "skipped_files": sorted(self.bad_files),
         }
         self.run.write_json("results.json", results)
+        self.tensorboard.close()
         if self.dist.primary:
             self.plots(main)
         k = results["topk"]
