@@ -154,3 +154,23 @@ def test_bad_exports_are_one_line_errors_and_write_nothing(tmp_path, capsys):
     assert kept.read_bytes() == b"an older file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "foreign.pt", "kept.onnx",
                                                           "lenet.safetensors"]
+
+
+def test_export_from_a_run_directory_keeps_its_description(tmp_path, capsys):
+    from alexnet.train.checkpoint import save_checkpoint
+
+    item = loaded_model("lenet5", num_classes=3, activation="relu")
+    run = tmp_path / "runs" / "r1"
+    save_checkpoint(run / "checkpoints" / "best.pt", model=item.model.state_dict(), model_name="lenet5",
+                    num_classes=3, model_options={"activation": "relu"}, classes=item.classes,
+                    class_names=item.class_names, preset=item.preset, data="digits")
+    out = tmp_path / "r1.pt2"
+    assert main(["export", str(run), "-o", str(out)]) == 0
+    assert "torch.export.load vs PyTorch" in capsys.readouterr().out
+    extra = {"alexnet.json": ""}
+    program = torch.export.load(str(out), extra_files=extra).module()
+    meta = json.loads(extra["alexnet.json"])
+    assert (meta["options"], meta["data"], meta["class_names"]) == ({"activation": "relu"}, "digits", item.class_names)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert (program(x) - item.model(x)).abs().max().item() <= TOL
