@@ -63,3 +63,13 @@ def test_tensorboard_events_hold_the_metrics(tmp_path):
         assert logged == [(m["epoch"], pytest.approx(m[key], rel=1e-6)) for m in metrics]
     image = events.Images("conv1_kernels")[-1]
     assert image.width == 8 * 6 and image.height == 8 * 6  # 64 kernels of 5x5, tiled 8 x 8 with 1-pixel gaps
+
+
+def test_tensorboard_not_installed_is_one_line_and_no_run(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # the import fails as if not installed
+    assert main(["train", "--epochs", "1", "--quiet", "--tensorboard", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install tensorboard" in err[0]
+    assert list(tmp_path.iterdir()) == []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .features import dataset_features, extract_features, layer_names
 from .models import create_model, list_models, model_options
-from .models.weights import load_pretrained
+from .models.weights import KNOWN_WEIGHTS, imagenet_class_names, load_pretrained, load_weights
 from .training.launch import TrainingStopped, train
 
 try:
@@ -13,5 +14,18 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+source"
 
-__all__ = ["create_model", "list_models", "model_options", "load_pretrained", "train", "TrainingStopped",
-           "__version__"]
+__all__ = [
+    "KNOWN_WEIGHTS",
+    "TrainingStopped",
+    "__version__",
+    "create_model",
+    "dataset_features",
+    "extract_features",
+    "imagenet_class_names",
+    "layer_names",
+    "list_models",
+    "load_pretrained",
+    "load_weights",
+    "model_options",
+    "train",
+]

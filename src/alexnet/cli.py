@@ -15,6 +15,8 @@ from .cliargs import format_table, parse_input_size, parse_kv
 from . import __version__
 from .bench import add_parser as add_bench
 from .data.cli import add_parser as add_data
+from .export import add_parser as add_export
+from .features import add_parser as add_features
 from .models import check_options, create_model, data_options, list_models, model_cfg, model_options
 from .models.summary import summarize
 from .training.cli import add_evaluate_parser, add_predict_parser, add_train_parser
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data(sub)
     add_bench(sub)
     add_serve(sub)
+    add_export(sub)
+    add_features(sub)
     return parser
 
 

@@ -10,6 +10,10 @@ inputs on the device, in a handful of batched operations:
 - evaluation: the centre crop, or the paper's ten crops (four corners and centre, and the mirror
   of each), whose softmax outputs the caller averages.
 
+The paper's presets read files as the stored squares of :mod:`alexnet.data.decode`. Weights trained
+by torchvision are evaluated with torchvision's own pipeline instead (``resize`` set, the
+"torchvision-eval" preset): the file is read as :func:`torchvision_eval_pixels` does, to the pixel.
+
 The pixel values stay in the 0..255 range of the files: the paper subtracts the mean activity and
 nothing else (``std=1``); ``std`` can be set per channel (torchvision's normalization, or the
 training set's own) for models that expect unit-variance inputs.
@@ -18,10 +22,15 @@ training set's own) for models that expect unit-variance inputs.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from .decode import MAX_IMAGE_PIXELS, ImageDecodeError, _strict_pillow, load_image
 
 # Widely used PCA constants of ImageNet's RGB pixels (values in [0, 1]); eigenvectors are columns,
 # rows are R, G, B (as in fb.resnet.torch's datasets/imagenet.lua, for the paper's section 4.1).
@@ -175,6 +184,43 @@ def resized_crops(images: torch.Tensor, size: int, flip: torch.Tensor, generator
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def torchvision_eval_pixels(img: Image.Image, resize: int = 256, crop: int = 224) -> np.ndarray:
+    """torchvision's evaluation resize and crop of a PIL image, as uint8 ``(crop, crop, C)``.
+
+    ``Resize(resize)``: the shorter side becomes ``resize``, the longer ``int(resize * long / short)``
+    (truncated), PIL bilinear (antialiased when shrinking); ``CenterCrop(crop)``: top and left are
+    ``int(round((side - crop) / 2))`` (Python's round, half to even). No EXIF rotation.
+    """
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(resize * long / short)
+    size = (resize, new_long) if w <= h else (new_long, resize)  # (width, height)
+    if size != (w, h):
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    w, h = img.size
+    top, left = round((h - crop) / 2.0), round((w - crop) / 2.0)  # int: round() of a float
+    # A box that reaches outside the image is zero-filled by PIL, as CenterCrop pads with zeros.
+    return np.array(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+
+
+def load_image_torchvision(path: str | os.PathLike, resize: int = 256, crop: int = 224,
+                           channels: int = 3) -> torch.Tensor:
+    """Read ``path`` as torchvision's ImageFolder and eval transforms do (``convert("RGB")``, no
+    EXIF rotation, :func:`torchvision_eval_pixels`): a uint8 ``(C, crop, crop)`` tensor."""
+    try:
+        with _strict_pillow(), Image.open(path) as img:
+            if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+                raise ImageDecodeError(f"{path}: {img.size[0]}x{img.size[1]} pixels, over the "
+                                       f"decompression-bomb limit of {MAX_IMAGE_PIXELS:,} pixels")
+            arr = torchvision_eval_pixels(img.convert("L" if channels == 1 else "RGB"), resize, crop)
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a broken file can make Pillow raise almost anything
+        raise ImageDecodeError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr).permute(2, 0, 1)  # (C, crop, crop)
+
+
 class Preset:
     """One batch transform: ``preset(uint8 batch on the device, generator)`` -> float model input.
 
@@ -193,11 +239,14 @@ class Preset:
             ``crop`` (torchvision's RandomResizedCrop) instead of the paper's fixed-size crops.
         mean_crop: with a mean image, subtract it cropped (and mirrored) like the image ("same",
             Caffe's data layer) or its centre crop from every crop ("center", cuda-convnet2's convdata.py).
+        resize: None (files are read as the paper's ``base_size`` squares), or the shorter side of
+            torchvision's evaluation resize: files are read by :func:`load_image_torchvision` into
+            ``base_size`` crops (see :meth:`load`).
     """
 
     def __init__(self, *, train: bool, crop: int, base_size: int, norm: Normalization, pad: int = 0,
                  flip: bool = False, lighting: Lighting | None = None, tta: str = "center",
-                 resized: bool = False, mean_crop: str = "same"):
+                 resized: bool = False, mean_crop: str = "same", resize: int | None = None):
         if crop > base_size + 2 * pad:
             raise ValueError(f"crop {crop} is larger than the {base_size}-pixel images (+{pad} padding)")
         if tta not in ("center", "10crop"):
@@ -212,7 +261,14 @@ class Preset:
             raise ValueError(f"unknown mean_crop {mean_crop!r}; expected {' or '.join(MEAN_CROPS)}")
         self.pad, self.flip, self.lighting, self.tta, self.resized = pad, flip, lighting, tta, resized
         self.mean_crop = mean_crop
+        self.resize = resize
         self._cache: dict = {}
+
+    def load(self, path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
+        """Read an image file into the uint8 ``(C, base_size, base_size)`` this preset takes."""
+        if self.resize is None:
+            return load_image(path, self.base_size, channels)
+        return load_image_torchvision(path, self.resize, self.base_size, channels)
 
     def _stats(self, device):
         if device not in self._cache:
@@ -269,11 +325,37 @@ class Preset:
         """Everything needed to rebuild this preset (stored in checkpoints)."""
         return {"crop": self.crop, "base_size": self.base_size, "norm": self.norm.to_dict(), "pad": self.pad,
                 "flip": self.flip, "lighting": None if self.lighting is None else self.lighting.to_dict(),
-                "resized": self.resized, "mean_crop": self.mean_crop}
+                "resized": self.resized, "mean_crop": self.mean_crop, "resize": self.resize}
 
     @classmethod
     def from_dict(cls, d: dict, *, train: bool, tta: str = "center") -> "Preset":
         return cls(train=train, crop=d["crop"], base_size=d["base_size"],
                    norm=Normalization.from_dict(d["norm"]),
                    pad=d["pad"], flip=d["flip"], lighting=Lighting.from_dict(d["lighting"]), tta=tta,
-                   resized=d.get("resized", False), mean_crop=d.get("mean_crop", "same"))
+                   resized=d.get("resized", False), mean_crop=d.get("mean_crop", "same"),
+                   resize=d.get("resize"))
+
+
+def torchvision_eval_preset(resize: int = 256, crop: int = 224) -> Preset:
+    """torchvision's ImageNet evaluation: ``Resize(resize)``, ``CenterCrop(crop)``, ``ToTensor``,
+    ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``; the files are read by :meth:`Preset.load`."""
+    return Preset(train=False, crop=crop, base_size=crop, norm=Normalization.torchvision(), resize=resize)
+
+
+# Presets that weights in the registry (alexnet.models.weights.KNOWN_WEIGHTS) name.
+NAMED_PRESETS = {"torchvision-eval": torchvision_eval_preset}
+
+
+def preset_from_spec(spec: str | dict, *, tta: str = "center") -> Preset:
+    """An evaluation preset from a preset name or a ``Preset.to_dict()``."""
+    if isinstance(spec, str):
+        if spec not in NAMED_PRESETS:
+            raise ValueError(f"unknown preset {spec!r}; expected one of {', '.join(NAMED_PRESETS)}")
+        spec = NAMED_PRESETS[spec]().to_dict()
+    return Preset.from_dict(spec, train=False, tta=tta)
+
+
+def preset_to_json(d: dict) -> dict:
+    """``Preset.to_dict()`` with its tensors as nested lists (for JSON metadata)."""
+    out = dict(d, norm={k: v.tolist() if torch.is_tensor(v) else v for k, v in d["norm"].items()})
+    return out

@@ -73,9 +73,19 @@ def _get(name: str) -> Callable[..., ImageClassifier]:
     return _REGISTRY[name]
 
 
-def create_model(name: str, *, num_classes: int = 1000, **options) -> ImageClassifier:
-    """Build a registered model, e.g. ``create_model("alexnet2012", lrn_mode="cuda-convnet")``."""
+def create_model(name: str, *, num_classes: int | None = None, weights=None, **options) -> ImageClassifier:
+    """Build a registered model, e.g. ``create_model("alexnet2012", lrn_mode="cuda-convnet")``
+    (``num_classes`` 1000 unless given), or with ``weights=PATH`` load a weights file into it
+    (class count, options and ``model.pretrained_cfg`` from the file; see :mod:`.weights`)."""
     cls = _get(name)
+    if weights is not None:
+        from .weights import load_weights  # here: weights.py builds models through this module
+
+        model = load_weights(weights, name, **options)
+        if num_classes is not None and num_classes != model.num_classes:
+            raise ModelError(f"{weights} has {model.num_classes} classes, not {num_classes}")
+        return model
+    num_classes = 1000 if num_classes is None else num_classes
     options = check_options(name, options)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")

@@ -75,7 +75,7 @@ def _train(args) -> int:
 
 
 def _common_eval_flags(p) -> None:
-    p.add_argument("--model", help="model name, when the file is a plain weights file (e.g. torchvision's)")
+    p.add_argument("--model", help="the model a weights file must hold (default: found from the file)")
     p.add_argument("--tta", choices=("center", "10crop"), default="center",
                    help="test views: the centre crop, or the paper's ten patches (softmax averaged)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -88,7 +88,9 @@ def add_evaluate_parser(sub) -> None:
                        description="Evaluate one or more run directories / checkpoints. With several, each "
                                    "member and the average of their softmax outputs (the paper's ensembles) "
                                    "are reported.")
-    p.add_argument("checkpoints", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("checkpoints", nargs="*", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--weights", action="append", default=[], metavar="PATH",
+                   help="a weights file (torchvision's .pth, an exported .safetensors), repeatable")
     p.add_argument("--data", help="dataset spec (default: the one the first model was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"),
                    help="split to evaluate (test falls back to val when a dataset has none)")
@@ -104,6 +106,9 @@ def add_evaluate_parser(sub) -> None:
 def _evaluate(args) -> int:
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
+    args.checkpoints = args.checkpoints + args.weights
+    if not args.checkpoints:
+        raise UserError("give a run directory, a checkpoint or --weights PATH")
     return evaluate_command(args)
 
 
@@ -111,8 +116,10 @@ def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="top-5 classes, with probabilities, of image files",
                        description="Classify image files (JPEG, PNG, ...; any size, grayscale or colour) "
                                    "with the same preprocessing as evaluation.")
-    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("checkpoint", nargs="?", metavar="RUN_DIR_OR_CHECKPOINT", help="(omit it with --weights)")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
+    p.add_argument("--weights", metavar="PATH", help="a weights file (torchvision's .pth, an exported "
+                                                     ".safetensors) instead of a run directory")
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image")
     p.add_argument("--json", action="store_true", help="print JSON")
     _common_eval_flags(p)
@@ -122,4 +129,10 @@ def add_predict_parser(sub) -> None:
 def _predict(args) -> int:
     if args.top_k < 1:
         raise UserError("--top-k must be >= 1")
+    if args.weights:  # the first positional was an image
+        args.checkpoint, args.images = args.weights, [p for p in (args.checkpoint, *args.images) if p]
+    if not args.checkpoint:
+        raise UserError("give a run directory, a checkpoint or --weights PATH")
+    if not args.images:
+        raise UserError("no image files given")
     return predict_command(args)

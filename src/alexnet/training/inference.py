@@ -6,21 +6,23 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..analysis import top_classes
 from ..data import build_source
-from ..data.decode import ImageDecodeError, load_image
+from ..data.base import ImageSet
+from ..data.decode import ImageDecodeError
+from ..data.folder import FolderImageSet
 from ..data.loader import EpochLoader, batch_indices
-from ..data.transforms import Normalization, Preset
 from ..cliargs import format_table
+from ..data.transforms import Normalization, Preset, preset_from_spec
 from ..errors import UserError
 from ..models import create_model
 from ..models.base import ImageClassifier
-from ..models.weights import load_pretrained, read_state_dict
+from ..models.weights import load_weights
 from ..runtime import amp_warning, pick_device, prepare_model
 from .checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from .engine import Member, evaluate, probabilities
@@ -45,35 +47,71 @@ class Loaded:
     class_names: list[str]
     data: str | None
     name: str
+    options: dict = field(default_factory=dict)  # the model's options (create_model keywords)
 
 
 def load_trained(path: str, *, model_name: str | None = None) -> Loaded:
-    """A run directory or checkpoint of ours; or, with ``model_name``, a plain weights file
-    (torchvision's, a .safetensors), which gets ImageNet's 256 -> centre-crop preprocessing."""
+    """A run directory, one of our checkpoints, or any weights file (torchvision's ``.pth``, an
+    exported ``.safetensors``; see :func:`alexnet.models.weights.load_weights`), with its classes and
+    evaluation preset. ``model_name``, when given, must be the model the file holds."""
     p = Path(path)
-    is_plain = p.is_file() and model_name is not None
-    if not is_plain:
-        try:
-            ckpt = load_checkpoint(find_checkpoint(p))
-        except CheckpointError as e:
-            if p.is_file() and model_name is None and "not an alexnet checkpoint" in str(e):
-                raise CheckpointError(f"{p} is not an alexnet checkpoint; for a plain weights file "
-                                      f"(e.g. torchvision's) also pass --model NAME") from None
-            raise
+    if not p.exists():
+        raise CheckpointError(f"no such run directory, checkpoint or weights file: {p}")
+    if p.is_dir():
+        ckpt = load_checkpoint(find_checkpoint(p))
         model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"], **ckpt["model_options"])
         model.load_state_dict(ckpt["model"])
         return Loaded(model, ckpt["preset"], list(ckpt["classes"]), list(ckpt["class_names"]), ckpt["data"],
-                      f"{p}")
-    state = read_state_dict(p)
-    heads = [k for k in state if k.startswith("classifier.") and k.endswith(".weight")]
-    if not heads:
-        raise UserError(f"{p} has no classifier weights for {model_name}")
-    out = state[heads[-1]]  # the output layer comes last
-    model = load_pretrained(create_model(model_name, num_classes=out.shape[0]), p)
-    crop = model.input_size[-1]
-    preset = Preset(train=False, crop=crop, base_size=256, norm=Normalization.torchvision()).to_dict()
-    classes = [str(i) for i in range(out.shape[0])]
-    return Loaded(model, preset, classes, classes, None, f"{p}")
+                      f"{p}", dict(ckpt["model_options"]))
+    model = load_weights(p, model_name)
+    cfg = model.pretrained_cfg
+    preset = cfg["preset"] if cfg["preset"] is not None else default_preset(model)
+    if isinstance(preset, str):
+        preset = preset_from_spec(preset).to_dict()
+    return Loaded(model, preset, list(cfg["classes"]), list(cfg["class_names"]), cfg["data"], f"{p}",
+                  dict(cfg["options"]))
+
+
+def default_preset(model: ImageClassifier) -> dict:
+    """For weights that name no preset, the model's own evaluation: the centre crop of its
+    ``default_cfg.eval_resize`` squares (photographs: 256), or of images its own size (small models),
+    normalized as torchvision's ImageNet weights expect (a grey model: to [-1, 1])."""
+    c, _, side = model.input_size
+    base = model.default_cfg.eval_resize or side
+    norm = Normalization.torchvision() if c == 3 else Normalization.per_channel([127.5], [255 * 0.5])
+    return Preset(train=False, crop=side, base_size=base, norm=norm).to_dict()
+
+
+class _ReadByPreset(ImageSet):
+    """A folder split whose files are read by a preset's own decoding (torchvision's resize and crop)."""
+
+    def __init__(self, split: FolderImageSet, preset: Preset):
+        self.split, self.preset, self.targets = split, preset, split.targets
+
+    def describe(self, index: int) -> str:
+        return self.split.describe(index)
+
+    def __getitem__(self, i):
+        label = int(self.targets[i])
+        try:
+            return self.preset.load(self.split.path(i), self.split.channels), label
+        except ImageDecodeError:
+            return None, label
+
+
+def split_for(item: Loaded, source, split_name: str) -> ImageSet:
+    """The images of ``split_name`` as ``item``'s preset takes them: the source's stored squares, or
+    the original files re-read by a preset with its own decoding (``resize``)."""
+    split = source.split(split_name)
+    if item.preset.get("resize") is None:
+        if item.preset["base_size"] != source.base_size:
+            raise UserError(f"{item.name} expects {item.preset['base_size']}-pixel images; "
+                            f"{source.name} has {source.base_size}")
+        return split
+    if not isinstance(split, FolderImageSet):
+        raise UserError(f"{item.name} is evaluated with torchvision's resize and crop of the original files; "
+                        f"{source.name} holds images already resized (use a folder: or imagenet: dataset)")
+    return _ReadByPreset(split, Preset.from_dict(item.preset, train=False))
 
 
 def _members(loaded: list[Loaded], device, *, amp: str, channels_last: bool, tta: str) -> list[Member]:
@@ -99,11 +137,12 @@ def evaluate_command(args) -> int:
         if len(item.classes) != source.num_classes or (item.data and item.classes != source.classes):
             raise UserError(f"{item.name} was trained on {len(item.classes)} classes that do not match "
                             f"the {source.num_classes} classes of {source.name}")
-        if item.preset["base_size"] != source.base_size:
-            raise UserError(f"{item.name} expects {item.preset['base_size']}-pixel images; "
-                            f"{source.name} has {source.base_size}")
+    reads = {(i.preset.get("resize"), i.preset["base_size"]) for i in loaded}
+    if len(reads) > 1:
+        raise UserError("the models read image files differently (torchvision's resize and crop vs the "
+                        "paper's squares); evaluate them separately")
     split_name = source.eval_split_name(args.split)
-    split = source.split(args.split)
+    split = split_for(loaded[0], source, args.split)
     batches = batch_indices(len(split), args.batch_size, shuffle=False)
     members = _members(loaded, device, amp=args.amp, channels_last=args.channels_last, tta=args.tta)
     results = evaluate(members, EpochLoader(split, batches, workers=args.workers), device, source.num_classes)
@@ -162,12 +201,13 @@ def predict_command(args) -> int:
     device = pick_device(args.device)
     item = load_trained(args.checkpoint, model_name=args.model)
     member = _members([item], device, amp=args.amp, channels_last=False, tta=args.tta)[0]
-    channels, base = item.model.input_size[0], item.preset["base_size"]
+    channels = item.model.input_size[0]
+    reader = Preset.from_dict(item.preset, train=False)
     k = min(args.top_k, len(item.classes))
     failures, outputs = 0, []
     for path in args.images:
         try:
-            image = load_image(path, base, channels)
+            image = reader.load(path, channels)
         except ImageDecodeError as e:
             print(f"alexnet: error: {e}", file=sys.stderr)
             failures += 1
