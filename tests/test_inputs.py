@@ -229,3 +229,21 @@ def test_sigint_exit_code_is_kept_by_the_python_entry_point(tmp_path):
     assert e.value.signum == signal.SIGINT and Path(e.value.run_dir).name == "stopped"
     assert (tmp_path / "stopped" / "checkpoints" / "last.pt").is_file()
     np.testing.assert_equal(load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"], 0)
+
+
+def test_a_tiny_picture_is_predicted_with_a_warning(run, tmp_path, cli):
+    from PIL import Image
+
+    Image.new("L", (1, 1), 255).save(tmp_path / "dot.png")
+    r = cli("predict", run, tmp_path / "dot.png")
+    assert r.returncode == 0, r.stderr
+    assert "1x1 pixels" in r.stderr and "upscaled to 28x28" in r.stderr
+
+
+def test_a_preset_that_does_not_fit_the_model_is_named(run, tmp_path, cli):
+    from alexnet.training.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    norm = {"mean": torch.zeros(3, 1, 1), "std": torch.ones(3, 1, 1)}  # an RGB normalization
+    save_checkpoint(tmp_path / "odd.pt", {**ckpt, "preset": {**ckpt["preset"], "norm": norm}})
+    one_line_error(cli("evaluate", tmp_path / "odd.pt"), "1-channel images", "normalizes 3 channel(s)")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from ..analysis import top_classes
 from ..data import build_source
@@ -61,15 +62,31 @@ def load_trained(path: str, *, model_name: str | None = None) -> Loaded:
         ckpt = load_checkpoint(find_checkpoint(p))
         model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"], **ckpt["model_options"])
         model.load_state_dict(ckpt["model"])
-        return Loaded(model, ckpt["preset"], list(ckpt["classes"]), list(ckpt["class_names"]), ckpt["data"],
-                      f"{p}", dict(ckpt["model_options"]))
+        loaded = Loaded(model, ckpt["preset"], list(ckpt["classes"]), list(ckpt["class_names"]), ckpt["data"],
+                        f"{p}", dict(ckpt["model_options"]))
+        return _check_fits(loaded)
     model = load_weights(p, model_name)
     cfg = model.pretrained_cfg
     preset = cfg["preset"] if cfg["preset"] is not None else default_preset(model)
     if isinstance(preset, str):
         preset = preset_from_spec(preset).to_dict()
-    return Loaded(model, preset, list(cfg["classes"]), list(cfg["class_names"]), cfg["data"], f"{p}",
-                  dict(cfg["options"]))
+    return _check_fits(Loaded(model, preset, list(cfg["classes"]), list(cfg["class_names"]), cfg["data"],
+                              f"{p}",
+                              dict(cfg["options"])))
+
+
+def _check_fits(loaded: Loaded) -> Loaded:
+    """The preset must make the inputs the model takes: one line naming both sides otherwise."""
+    c, h, _ = loaded.model.input_size
+    preset = Preset.from_dict(loaded.preset, train=False)
+    channels = preset.norm.mean.shape[0]
+    if channels != c:
+        raise UserError(f"{loaded.name}: the model ({loaded.model.name}) takes {c}-channel images but its "
+                        f"preprocessing normalizes {channels} channel(s)")
+    if preset.crop != h and loaded.model.min_size is None:
+        raise UserError(f"{loaded.name}: the model ({loaded.model.name}) takes {h}x{h} inputs but its "
+                        f"preprocessing crops {preset.crop}x{preset.crop}")
+    return loaded
 
 
 def default_preset(model: ImageClassifier) -> dict:
@@ -197,6 +214,19 @@ def format_results(results, class_names, *, fmt: str, split: str, tta: str, data
     return "\n".join(lines)
 
 
+def _warn_if_tiny(path, side: int) -> None:
+    """A picture much smaller than the model's input is blown up: say so (only the header is read)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - the decoder reports unreadable files itself
+        return
+    if min(w, h) < side // 2:
+        print(f"alexnet: warning: {path} is {w}x{h} pixels; it was upscaled to {side}x{side}, so the "
+              "prediction "
+              f"says little", file=sys.stderr)
+
+
 def predict_command(args) -> int:
     device = pick_device(args.device)
     item = load_trained(args.checkpoint, model_name=args.model)
@@ -207,6 +237,7 @@ def predict_command(args) -> int:
     failures, outputs = 0, []
     for path in args.images:
         try:
+            _warn_if_tiny(path, reader.resize or reader.base_size)
             image = reader.load(path, channels)
         except ImageDecodeError as e:
             print(f"alexnet: error: {e}", file=sys.stderr)
