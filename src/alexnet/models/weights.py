@@ -291,8 +291,7 @@ def load_weights(path: str | os.PathLike, model_name: str | None = None, *, quie
         metrics = {}
         shown = ", ".join(f"{a}={b}" for a, b in opts.items())
         note = (f"{wf.path.name} (sha256 {wf.sha256[:12]}...) is not a known weights file; loaded by its "
-                "keys "
-                f"and shapes as {name}{' ' + shown if shown else ''}, other options at their defaults")
+                f"keys and shapes as {name}{' ' + shown if shown else ''}, other options at their defaults")
     if model_name is not None and model_name != name:
         raise WeightsError(f"{wf.path} holds {name} weights, not {model_name}")
     model = _build(wf, name, {**opts, **options}, k)

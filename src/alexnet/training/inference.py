@@ -223,8 +223,7 @@ def _warn_if_tiny(path, side: int) -> None:
         return
     if min(w, h) < side // 2:
         print(f"alexnet: warning: {path} is {w}x{h} pixels; it was upscaled to {side}x{side}, so the "
-              "prediction "
-              f"says little", file=sys.stderr)
+              f"prediction says little", file=sys.stderr)
 
 
 def predict_command(args) -> int:

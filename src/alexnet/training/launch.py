@@ -84,8 +84,7 @@ def launch(values: dict, *, config_file: str | None = None, resume: str | None =
         _record_start(trainer, recorded, resumed=bool(resume), restarted=bool(resume) and checkpoint is None,
                       world=dist.world)
         if cfg.crop == "random-resized" and source.imagery == "photo" and not resume:
-            rundir.log("note: random-resized crops are drawn inside each image's stored 256x256 centre "
-                       "square, "
+            rundir.log("note: random-resized crops are drawn inside each image's stored 256x256 centre square, "
                        "not the whole image as torchvision's RandomResizedCrop does (docs/reproduce.md)")
         warning = amp_warning(device, cfg.amp)
         if warning:
@@ -131,8 +130,7 @@ def _record_start(trainer: Trainer, recorded: dict | None, *, resumed: bool, res
                        "checkpoint")
         else:
             rundir.log(f"run {rundir.path}: {cfg.model} on {cfg.data}, recipe {cfg.recipe}, {cfg.epochs} "
-                       "epochs, "
-                       f"device {trainer.device}" + (f" x{world}" if world > 1 else ""))
+                       f"epochs, device {trainer.device}" + (f" x{world}" if world > 1 else ""))
         return
     changed = {k: [recorded.get(k), getattr(cfg, k)] for k in RESUMABLE_CHANGES
                if k not in ("out",) and k in recorded and recorded[k] != getattr(cfg, k)}

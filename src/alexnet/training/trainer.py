@@ -126,10 +126,9 @@ class Trainer:
     def load_state_dict(self, ckpt: dict) -> None:
         groups = len(ckpt["optimizer"]["param_groups"])
         if groups != len(self.optimizer.param_groups):
-            raise UserError(f"{self.rundir.last} holds {groups} optimizer parameter group(s) and this "
-                            "version "
-                            f"uses {len(self.optimizer.param_groups)} (weights, biases): it was saved by an "
-                            f"earlier alexnet; start a new run from its weights with --pretrained")
+            raise UserError(f"{self.rundir.last} holds {groups} optimizer parameter group(s) and this version "
+                            f"uses {len(self.optimizer.param_groups)} (weights, biases): it was saved by an earlier "
+                            f"alexnet; start a new run from its weights with --pretrained")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
@@ -171,8 +170,7 @@ class Trainer:
                 else "no checkpoint was written"
             raise NonFiniteLoss(f"the training loss became {loss_sum} in epoch {self.epoch + 1}, step "
                                 f"{self.state.step} (lr {self.schedule.lr:.3g}): the run diverged; try a "
-                                "lower "
-                                f"--lr; {kept}")
+                                f"lower --lr; {kept}")
 
     def _note_bad_files(self, names: list[str]) -> None:
         """Warn once per file; ``names`` is the epoch's growing list of skipped files."""
