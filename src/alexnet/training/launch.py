@@ -84,8 +84,9 @@ def launch(values: dict, *, config_file: str | None = None, resume: str | None =
         _record_start(trainer, recorded, resumed=bool(resume), restarted=bool(resume) and checkpoint is None,
                       world=dist.world)
         if cfg.crop == "random-resized" and source.imagery == "photo" and not resume:
-            rundir.log("note: random-resized crops are drawn inside each image's stored 256x256 centre square, "
-                       "not the whole image as torchvision's RandomResizedCrop does (docs/reproduce.md)")
+            rundir.log("note: random-resized crops are drawn inside each image's stored 256x256 centre "
+                       "square, not the whole image as torchvision's RandomResizedCrop does "
+                       "(docs/reproduce.md)")
         warning = amp_warning(device, cfg.amp)
         if warning:
             rundir.log(warning, err=True)

@@ -126,9 +126,9 @@ class Trainer:
     def load_state_dict(self, ckpt: dict) -> None:
         groups = len(ckpt["optimizer"]["param_groups"])
         if groups != len(self.optimizer.param_groups):
-            raise UserError(f"{self.rundir.last} holds {groups} optimizer parameter group(s) and this version "
-                            f"uses {len(self.optimizer.param_groups)} (weights, biases): it was saved by an earlier "
-                            f"alexnet; start a new run from its weights with --pretrained")
+            raise UserError(f"{self.rundir.last} holds {groups} optimizer parameter group(s) and this "
+                            f"version uses {len(self.optimizer.param_groups)} (weights, biases): it was "
+                            f"saved by an earlier alexnet; start a new run from its weights (--pretrained)")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
