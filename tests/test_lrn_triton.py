@@ -70,6 +70,23 @@ def test_fp32_forward_and_backward_match_the_formula(kernels, mode, channels_las
 
 
 @interpreted
+@pytest.mark.parametrize("towers", [2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_towers_match_the_formula_per_tower(kernels, towers, channels_last):
+    """Each tower normalized on its own (the window stops at the tower's edge), forward and backward."""
+    x = activations((2, 12, 3, 4), scale=300.0, channels_last=channels_last).requires_grad_(True)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    y = kernels.lrn_triton(x, 5, 1e-4, 0.75, 2.0, towers)
+    x64 = x.detach().double().requires_grad_(True)
+    want = paper_loop(x64, 5, 1e-4, 0.75, 2.0, towers)
+    assert ((y.double() - want).abs() / want.abs())[want != 0].max() < 1e-6
+    dx, = torch.autograd.grad(y, x, g)
+    dx_want, = torch.autograd.grad(want, x64, g.double())
+    assert (dx.double() - dx_want).abs().max() <= 1e-6 * dx_want.abs().max()
+    assert not kernels.supported(torch.zeros(1, 7, 2, 2), groups=2)
+
+
+@interpreted
 @pytest.mark.parametrize("size", [1, 4])
 def test_other_sizes_and_beta_agree_with_torch(kernels, size):
     x = activations((2, 6, 4, 4), scale=10.0).requires_grad_(True)

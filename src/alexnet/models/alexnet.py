@@ -104,7 +104,7 @@ class AlexNet2012(ImageClassifier):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         act = lambda: make_activation(activation)  # noqa: E731
         pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
-        norm = lambda: LocalResponseNorm.from_mode(lrn_mode) if lrn else None  # noqa: E731
+        norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=towers) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
         g = self.towers = towers
         layers = [

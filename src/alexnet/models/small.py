@@ -71,7 +71,7 @@ class AlexNetSmall(ImageClassifier):
         self.input_size = (in_chans, img_size, img_size)
         act = lambda: make_activation(activation)  # noqa: E731
         pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
-        norm = lambda: LocalResponseNorm.from_mode(lrn_mode) if lrn else None  # noqa: E731
+        norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=towers) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
         g = self.towers = towers
         layers = [
