@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .models import create_model, list_models, model_options
+from .models.split import split_towers
 from .models.weights import load_pretrained
 
 try:
@@ -12,4 +13,4 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+source"
 
-__all__ = ["create_model", "list_models", "model_options", "load_pretrained", "__version__"]
+__all__ = ["__version__", "create_model", "list_models", "load_pretrained", "model_options", "split_towers"]

@@ -82,7 +82,7 @@ class _LRNFunction(torch.autograd.Function):
         # conv1's size (74 MB at batch 64) costs about as much in page faults as four passes over it.
         work = out if out.dtype == acc else torch.empty_like(scale)
         a = x if x.dtype == acc else work.copy_(x)
-        torch.addcmul(torch.zeros((), dtype=acc), a, a, value=alpha, out=work)  # alpha * a^2
+        torch.addcmul(torch.zeros((), dtype=acc, device=x.device), a, a, value=alpha, out=work)  # alpha * a^2
         torch.add(work, k, out=scale)
         s, w = _towers(scale, groups), _towers(work, groups)
         for dst, src in _neighbours(before, after):
