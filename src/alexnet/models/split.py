@@ -71,9 +71,10 @@ def _tower_layer(name: str, layer: nn.Module, tower: int) -> tuple[nn.Module, bo
     return copy.deepcopy(layer), False  # activations, poolings: per channel / per element
 
 
-class SplitTowers(nn.Module):
+class SplitTowers(ImageClassifier):
     """A two-tower model with tower 1 on ``devices[0]`` and tower 2 on ``devices[1]``; see the module
-    docstring. Logits (and :meth:`embed`'s fc7) come back on ``devices[0]``."""
+    docstring. Logits (and :meth:`embed`'s fc7) come back on ``devices[0]``. ``forward_features``
+    returns the two towers' maps, one per device, and ``forward_head`` takes them."""
 
     exchange_before: tuple[str, ...]  # the layers that read both towers' activations
 
@@ -124,7 +125,7 @@ class SplitTowers(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images -> each tower's pooled maps, on its own device: (N, C / 2, H, W) twice."""
-        ImageClassifier.check_input(self, x)
+        self.check_input(x)
         parts = [x.to(d) for d in self.devices]  # each GPU reads the whole image
         for name in self.halves[0].features._modules:
             if name in self.exchange_before:
@@ -149,16 +150,16 @@ class SplitTowers(nn.Module):
         x = parts[0] if whole else torch.cat([p.to(self.devices[0]) for p in parts], 1)  # (N, fc7 width)
         return x if pre_logits else self.output(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate vector (fc7 after its ReLU), on ``devices[0]``: call in ``eval()`` mode."""
-        return self.forward_head(self.forward_features(x), pre_logits=True)
-
     @property
     def num_classes(self) -> int:
         return self.output.out_features
+
+    @property
+    def embed_dim(self) -> int:
+        return self.output.in_features
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError("reset the classifier of the grouped model, then split it")
 
     # --- the grouped model's state dict -------------------------------------------------------
 
