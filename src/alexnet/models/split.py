@@ -9,11 +9,11 @@ the towers exchange activations only where the paper's Figure 2 crosses between 
 
     before conv3      each device sends its pool2 maps to the other (all-gather of the channels)
     before fc6        each device sends its pool5 vector to the other (all-gather)
-    before fc7, fc8   device 2 sends its half of fc6 / fc7 (after ReLU) to device 1; device 1 drops
-                      out the whole 4096-vector with one mask and sends it back to device 2 (fc7 only;
-                      fc8 lives on device 1 and needs nothing more)
+    before fc7, fc8   devices[1] sends its half of fc6 / fc7 (after ReLU) to devices[0], which drops
+                      out the whole 4096-vector with one mask and sends it back (fc7 only; fc8 lives
+                      on devices[0] and needs nothing more)
 
-One dropout mask over the whole vector, drawn on device 1, is what makes the split compute exactly
+One dropout mask over the whole vector, drawn on devices[0], is what makes the split compute exactly
 what the grouped single-device model computes for the same seed (``nn.Dropout`` on the same shape
 with the same generator); in eval mode dropout draws nothing and the exchange is a plain all-gather.
 cuda-convnet2's ``layers-imagenet-2gpu-model.cfg`` has fc8 (``fc1000``) read both towers' fc7.
