@@ -4,6 +4,9 @@ for the two-tower network, torch's ``nn.LocalResponseNorm`` with alpha converted
 C compiler built it) and "eager" (the autograd function on tensor ops)."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -186,3 +189,15 @@ def test_cpu_uses_the_fused_kernel(dtype):
     assert type(local_response_norm(x, groups=2).grad_fn).__name__ == "_LRNCpuBackward"
     # bf16 has no C loop: the eager function normalizes it (in float32)
     assert type(local_response_norm(x.detach().bfloat16().requires_grad_()).grad_fn).__name__ == "_LRNFunctionBackward"
+
+
+def test_without_a_c_compiler_the_eager_function_runs(tmp_path):
+    """No compiler (or an unwritable cache): no fused CPU kernel, the same function on tensor ops."""
+    code = ("import torch; from alexnet.models.lrn import fused_kernel, local_response_norm as f; "
+            "x = torch.rand(2, 6, 3, 3, requires_grad=True); y = f(x, groups=2); "
+            "print(fused_kernel('cpu'), type(y.grad_fn).__name__)")
+    env = dict(os.environ, CC=str(tmp_path / "no-cc"), ALEXNET_CACHE=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["None", "_LRNFunctionBackward"]

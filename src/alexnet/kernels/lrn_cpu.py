@@ -60,28 +60,35 @@ def _build(real: str) -> ctypes.CDLL:
     key = hashlib.sha256(b"\0".join([source, cc.encode(), real.encode(), _cpu_id(),
                                      " ".join(_FLAGS).encode()])).hexdigest()[:16]
     lib = _cache_dir() / f"lrn_cpu_{real}_{key}.so"
-    if not lib.exists():
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)  # another process may build it too
-        os.close(fd)
-        try:
-            for extra in ([_NATIVE], []):
-                r = subprocess.run([cc, *_FLAGS, *extra, f"-Dreal={real}", str(_SOURCE), "-o", tmp, "-lm"],
-                                   check=False, capture_output=True, text=True, timeout=120)
-                if r.returncode == 0:
-                    break
-            else:
-                raise ImportError(f"building the CPU LRN kernel failed: {(r.stderr or r.stdout).strip()[:500]}")
-            os.replace(tmp, lib)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    dll = ctypes.CDLL(str(lib))
+    try:
+        if not lib.exists():
+            _compile(cc, real, lib)
+        dll = ctypes.CDLL(str(lib))
+    except (OSError, subprocess.SubprocessError) as e:  # unwritable cache, a hung compiler, a bad library
+        raise ImportError(f"building the CPU LRN kernel failed: {e}") from e
     for name, pointers in (("lrn_forward", 2), ("lrn_backward", 3)):
         fn = getattr(dll, name)
         fn.argtypes = [ctypes.c_void_p] * pointers + _ARGS
         fn.restype = ctypes.c_int
     return dll
+
+
+def _compile(cc: str, real: str, lib: Path) -> None:
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)  # another process may build it too
+    os.close(fd)
+    try:
+        for extra in ([_NATIVE], []):
+            r = subprocess.run([cc, *_FLAGS, *extra, f"-Dreal={real}", str(_SOURCE), "-o", tmp, "-lm"],
+                               check=False, capture_output=True, text=True, timeout=120)
+            if r.returncode == 0:
+                break
+        else:
+            raise ImportError(f"building the CPU LRN kernel failed: {(r.stderr or r.stdout).strip()[:500]}")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 _LIBS = {dtype: _build(real) for dtype, real in _TYPES.items()}

@@ -99,7 +99,7 @@ def supported(x: torch.Tensor, groups: int = 1) -> bool:
 
 def _layout(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format, tuple[int, int, int]]:
     """``x`` as NCHW or channels_last dense memory, and its (image, channel, position) strides."""
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     if x.is_contiguous():
         return x, torch.contiguous_format, (c * h * w, h * w, 1)
     if not x.is_contiguous(memory_format=torch.channels_last):
