@@ -104,7 +104,8 @@ def test_gradcheck_float64(impl, size, channels_last, towers):
     x += 0.1  # away from ReLU's kink: gradcheck differentiates numerically
     x.requires_grad_(True)
     for beta, k in ((0.75, 2.0), (0.6, 1.0)):
-        f = functools.partial(local_response_norm, size=size, alpha=1e-3, beta=beta, k=k, groups=towers, impl=impl)
+        f = functools.partial(local_response_norm, size=size, alpha=1e-3, beta=beta, k=k, groups=towers,
+                              impl=impl)
         assert torch.autograd.gradcheck(f, (x,))
 
 
@@ -154,7 +155,8 @@ def test_reference_expression_is_the_same_function(towers):
     for size, alpha, beta, k in [(5, 1e-4, 0.75, 2.0), (4, 1e-3, 0.5, 1.0)]:
         want = paper_loop(x, size, alpha, beta, k, towers)
         torch.testing.assert_close(lrn_reference(x, size, alpha, beta, k, towers), want)
-        torch.testing.assert_close(local_response_norm(x, size, alpha, beta, k, towers, impl="reference"), want)
+        got = local_response_norm(x, size, alpha, beta, k, towers, impl="reference")
+        torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -188,7 +190,8 @@ def test_cpu_uses_the_fused_kernel(dtype):
     x = activations((2, 8, 3, 3), scale=30.0, dtype=dtype).requires_grad_(True)
     assert type(local_response_norm(x, groups=2).grad_fn).__name__ == "_LRNCpuBackward"
     # bf16 has no C loop: the eager function normalizes it (in float32)
-    assert type(local_response_norm(x.detach().bfloat16().requires_grad_()).grad_fn).__name__ == "_LRNFunctionBackward"
+    y = local_response_norm(x.detach().bfloat16().requires_grad_())
+    assert type(y.grad_fn).__name__ == "_LRNFunctionBackward"
 
 
 def test_without_a_c_compiler_the_eager_function_runs(tmp_path):

@@ -26,7 +26,7 @@ interpreted = pytest.mark.skipif(not INTERPRETED, reason="runs in the TRITON_INT
 def test_kernels_in_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     r = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
-                       env=env, capture_output=True, text=True, timeout=600)
+                       check=False, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and "failed" not in r.stdout
 

@@ -68,7 +68,8 @@ def test_logits_loss_gradients_and_sgd_steps_equal_the_grouped_model(train):
         opt.step()
     want = grouped.state_dict()
     for key, value in split.state_dict().items():
-        torch.testing.assert_close(value, want[key], rtol=1e-5, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(value, want[key], rtol=1e-5, atol=1e-5,
+                                   msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_state_dict_moves_between_the_forms():
@@ -100,7 +101,8 @@ def test_towers_live_on_their_devices_and_exchange_where_the_paper_does():
     assert {p.device.type for p in split.halves[0].parameters()} == {"cpu"}
     assert {p.device.type for p in split.halves[1].parameters()} == {"meta"}
     assert split.output.weight.device.type == "cpu"
-    assert split.halves[0].classifier.fc6.out_features == 2048 and split.halves[1].features.conv2.in_channels == 48
+    assert split.halves[0].classifier.fc6.out_features == 2048
+    assert split.halves[1].features.conv2.in_channels == 48
     assert split.halves[0].features.norm1.groups == 1  # each device normalizes its own 48 maps
     assert next(grouped.parameters()).device.type == "cpu"  # the model given is left as it was
     meta = alexnet.split_towers(grouped, ("meta", "meta"))

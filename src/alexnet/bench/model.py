@@ -146,8 +146,8 @@ def _bench_model(args, *, train: bool) -> int:
     if args.lrn_cost:
         if "lrn" not in model_options(args.model):
             raise UserError(f"--lrn-cost: {args.model} has no LRN to turn off")
-        contenders.append(_Contender("ours, no LRN", create_model(args.model, num_classes=num_classes, lrn=False),
-                                     device, x, y, train=train, **flags))
+        no_lrn = create_model(args.model, num_classes=num_classes, lrn=False)
+        contenders.append(_Contender("ours, no LRN", no_lrn, device, x, y, train=train, **flags))
     if any(v not in ("off", False) for v in flags.values()):
         contenders.append(_Contender("ours, plain", create_model(args.model, num_classes=num_classes),
                                      device, x, y, train=train))
@@ -232,7 +232,8 @@ def _model_table(r: dict) -> str:
     if r["ratio_torchvision"] is not None:
         lines.append(f"  ours / torchvision: {r['ratio_torchvision']:.2f}x")
     if r.get("lrn_cost") is not None:
-        lines.append(f"  LRN cost: ours / ours, no LRN = {r['lrn_cost']:.3f}x step time (median of per-round ratios)")
+        lines.append(f"  LRN cost: ours / ours, no LRN = {r['lrn_cost']:.3f}x step time "
+                     "(median of per-round ratios)")
     lines.append(f"  model FLOP utilisation (ours): {100 * r['results']['ours']['mfu']:.1f}% of "
                  f"{r['peak_tflops']:.3g} TFLOP/s {r['peak_dtype']} ({r['peak_source']})")
     lines.append(f"  model FLOPs: {r['model_flops_per_image'] / 1e9:.4g} G per image "
@@ -283,8 +284,8 @@ def _lrn_contenders(mode: str, device: torch.device, compile: bool) -> dict[str,
     out = {"ours": ours}
     if fused_kernel(device) is not None:
         # what the same function costs as eager tensor ops, to show what the fused kernel gains
-        out["ours, eager ops"] = functools.partial(local_response_norm, size=size, alpha=alpha, beta=beta, k=k,
-                                                   impl="eager")
+        out["ours, eager ops"] = functools.partial(local_response_norm, size=size, alpha=alpha, beta=beta,
+                                                   k=k, impl="eager")
     if compile:
         out["ours, compiled"] = torch.compile(ours)
     out["torch"] = nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)  # torch divides by size

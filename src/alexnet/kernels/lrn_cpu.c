@@ -89,6 +89,11 @@ static void tile_window(const real *q, real *s, int64_t lo, int64_t hi, int64_t 
         s[p] = k + alpha * s[p];
 }
 
+static int64_t clip(int64_t channel, int64_t cg) /* to the tower's channels [0, cg) */
+{
+    return channel < 0 ? 0 : channel >= cg ? cg - 1 : channel;
+}
+
 static void tile_squares(const real *x, real *q, int64_t hw, int64_t len, int64_t cg)
 {
     for (int64_t j = 0; j < cg; j++) {
@@ -106,7 +111,7 @@ static void nchw_forward(const real *x, real *out, int64_t hw, int64_t len, int6
 {
     tile_squares(x, q, hw, len, cg);
     for (int64_t i = 0; i < cg; i++) {
-        tile_window(q, s, i - before < 0 ? 0 : i - before, i + after >= cg ? cg - 1 : i + after, len, alpha, k);
+        tile_window(q, s, clip(i - before, cg), clip(i + after, cg), len, alpha, k);
         inv_pow(s, s, len, beta);
         const real *xi = x + i * hw;
         real *oi = out + i * hw;
@@ -116,12 +121,13 @@ static void nchw_forward(const real *x, real *out, int64_t hw, int64_t len, int6
 }
 
 static void nchw_backward(const real *g, const real *x, real *dx, int64_t hw, int64_t len, int64_t cg,
-                          int before, int after, real alpha, real beta, real k, real *q, real *s, real *r, real *t)
+                          int before, int after, real alpha, real beta, real k, real *q, real *s, real *r,
+                          real *t)
 {
     real coef = -2 * alpha * beta;
     tile_squares(x, q, hw, len, cg);
     for (int64_t i = 0; i < cg; i++) {
-        tile_window(q, s, i - before < 0 ? 0 : i - before, i + after >= cg ? cg - 1 : i + after, len, alpha, k);
+        tile_window(q, s, clip(i - before, cg), clip(i + after, cg), len, alpha, k);
         real *ri = r + i * TILE, *ti = t + i * TILE;
         inv_pow(s, ri, len, beta);
         const real *xi = x + i * hw, *gi = g + i * hw;
@@ -129,7 +135,7 @@ static void nchw_backward(const real *g, const real *x, real *dx, int64_t hw, in
             ti[p] = gi[p] * xi[p] * ri[p] / s[p];
     }
     for (int64_t j = 0; j < cg; j++) {  /* the mirrored window [j - after, j + before] of t */
-        tile_window(t, s, j - after < 0 ? 0 : j - after, j + before >= cg ? cg - 1 : j + before, len, 1, 0);
+        tile_window(t, s, clip(j - after, cg), clip(j + before, cg), len, 1, 0);
         const real *xj = x + j * hw, *gj = g + j * hw, *rj = r + j * TILE;
         real *dj = dx + j * hw;
         for (int64_t p = 0; p < len; p++)
@@ -162,7 +168,8 @@ static int lrn(const real *g, const real *x, real *y, int64_t n, int64_t c, int6
             for (int64_t gr = 0; gr < groups; gr++) {
                 int64_t at = row * c + gr * cg;
                 if (g)
-                    nhwc_backward(g + at, x + at, y + at, cg, before, after, size, alpha, beta, k, q, s, r, t);
+                    nhwc_backward(g + at, x + at, y + at, cg, before, after, size, alpha, beta, k, q, s, r,
+                                  t);
                 else
                     nhwc_forward(x + at, y + at, cg, before, size, alpha, beta, k, q, s);
             }
@@ -172,7 +179,8 @@ static int lrn(const real *g, const real *x, real *y, int64_t n, int64_t c, int6
                 for (int64_t gr = 0; gr < groups; gr++) {
                     int64_t at = (img * c + gr * cg) * hw + p0, len = hw - p0 < TILE ? hw - p0 : TILE;
                     if (g)
-                        nchw_backward(g + at, x + at, y + at, hw, len, cg, before, after, alpha, beta, k, q, s, r, t);
+                        nchw_backward(g + at, x + at, y + at, hw, len, cg, before, after, alpha, beta, k,
+                                      q, s, r, t);
                     else
                         nchw_forward(x + at, y + at, hw, len, cg, before, after, alpha, beta, k, q, s);
                 }
@@ -184,11 +192,13 @@ static int lrn(const real *g, const real *x, real *y, int64_t n, int64_t c, int6
 int lrn_forward(const real *x, real *out, int64_t n, int64_t c, int64_t hw, int channels_last, int64_t groups,
                 int before, int after, double alpha, double beta, double k)
 {
-    return lrn(NULL, x, out, n, c, hw, channels_last, groups, before, after, (real)alpha, (real)beta, (real)k);
+    return lrn(NULL, x, out, n, c, hw, channels_last, groups, before, after, (real)alpha, (real)beta,
+               (real)k);
 }
 
 int lrn_backward(const real *g, const real *x, real *dx, int64_t n, int64_t c, int64_t hw, int channels_last,
                  int64_t groups, int before, int after, double alpha, double beta, double k)
 {
-    return lrn(g, x, dx, n, c, hw, channels_last, groups, before, after, (real)alpha, (real)beta, (real)k);
+    return lrn(g, x, dx, n, c, hw, channels_last, groups, before, after, (real)alpha, (real)beta,
+               (real)k);
 }

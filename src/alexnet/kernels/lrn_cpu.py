@@ -34,7 +34,9 @@ _SOURCE = Path(__file__).with_name("lrn_cpu.c")
 _FLAGS = ["-O3", "-fno-math-errno", "-std=c99", "-shared", "-fPIC"]
 _NATIVE = "-march=native"
 _TYPES = {torch.float32: "float", torch.float64: "double"}
-_ARGS = [ctypes.c_int64] * 3 + [ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_int] + [ctypes.c_double] * 3
+# n, c, hw; channels_last, groups, before, after; alpha, beta, k
+_ARGS = [*[ctypes.c_int64] * 3, ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_int,
+         *[ctypes.c_double] * 3]
 
 
 def _cache_dir() -> Path:
@@ -108,8 +110,8 @@ def _dense(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
     return x.contiguous(), torch.contiguous_format
 
 
-def _run(name: str, tensors: list[torch.Tensor], fmt: torch.memory_format, groups: int, window: tuple[int, int],
-         alpha: float, beta: float, k: float) -> None:
+def _run(name: str, tensors: list[torch.Tensor], fmt: torch.memory_format, groups: int,
+         window: tuple[int, int], alpha: float, beta: float, k: float) -> None:
     """Call the C function on every tensor's images, split into one share of the batch per thread."""
     n, c, h, w = tensors[0].shape
     fn = getattr(_LIBS[tensors[0].dtype], name)

@@ -7,8 +7,9 @@ kernels read each input once from DRAM (the channel window is re-read from cache
     backward: grad, x, s      -> dx
 
 One program covers every channel (C <= 1024) of BLOCK_P positions of one image, so the window
-over channels never crosses programs; with ``groups`` towers it stops at its tower's edge. bf16 / fp16 inputs are computed in float32. Works on
-(N, C, H, W) tensors in NCHW or channels_last layout; anything else is made contiguous first.
+over channels never crosses programs; with ``groups`` towers it stops at its tower's edge.
+bf16 / fp16 inputs are computed in float32. Works on (N, C, H, W) tensors in NCHW or
+channels_last layout; anything else is made contiguous first.
 
 Block sizes are a fixed heuristic (about 4096 elements per program), not tuned on hardware.
 Set TRITON_INTERPRET=1 before importing this module to run the kernels on CPU tensors (tests).
@@ -114,7 +115,8 @@ def _launch(kernel, tensors, x: torch.Tensor, strides, *scalars, groups: int, wi
     block_c = triton.next_power_of_2(c)
     block_p = min(max(1, _TILE // block_c), triton.next_power_of_2(h * w))
     grid = (triton.cdiv(h * w, block_p), n)
-    kernel[grid](*tensors, c, c // groups, h * w, *strides, *scalars, window[0], sum(window) + 1, beta == 0.75,
+    kernel[grid](*tensors, c, c // groups, h * w, *strides, *scalars, window[0], sum(window) + 1,
+                 beta == 0.75,
                  BLOCK_C=block_c, BLOCK_P=block_p, num_warps=8)
 
 
@@ -143,7 +145,8 @@ class _LRNTriton(torch.autograd.Function):
         return dx, None, None, None, None, None
 
 
-def lrn_triton(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
+def lrn_triton(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+               groups: int = 1) -> torch.Tensor:
     """LRN of a CUDA tensor (or a CPU one under TRITON_INTERPRET=1), each of ``groups`` channel towers on
     its own; ``alpha`` multiplies the sum."""
     if not supported(x, groups):

@@ -112,7 +112,8 @@ class _LRNFunction(torch.autograd.Function):
         return dx.to(x.dtype), None, None, None, None, None
 
 
-def lrn_reference(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
+def lrn_reference(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                  groups: int = 1) -> torch.Tensor:
     """Plain differentiable expression of the same function (for torch.compile and for checks)."""
     before, after = size // 2, (size - 1) // 2
     c = x.shape[1] // groups
@@ -179,7 +180,8 @@ class LocalResponseNorm(nn.Module):
     ``layers-imagenet-2gpu-model.cfg``: ``rnorm1a`` and ``rnorm1b`` over 48 channels each).
     """
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1):
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+                 groups: int = 1):
         super().__init__()
         if groups < 1:
             raise ValueError(f"groups must be >= 1, got {groups}")

@@ -81,7 +81,8 @@ class SplitTowers(ImageClassifier):
     def __init__(self, model: ImageClassifier, devices: Sequence[str | torch.device]):
         super().__init__()
         if getattr(model, "towers", 1) != TOWERS:
-            raise ValueError(f"split_towers needs a two-tower model (towers=2), got {getattr(model, 'name', model)}")
+            name = getattr(model, "name", type(model).__name__)
+            raise ValueError(f"split_towers needs a two-tower model (towers=2), got {name}")
         if len(devices) != TOWERS:
             raise ValueError(f"split_towers takes {TOWERS} devices, got {len(devices)}")
         self.devices = tuple(torch.device(d) for d in devices)
@@ -127,7 +128,7 @@ class SplitTowers(ImageClassifier):
         """Images -> each tower's pooled maps, on its own device: (N, C / 2, H, W) twice."""
         self.check_input(x)
         parts = [x.to(d) for d in self.devices]  # each GPU reads the whole image
-        for name in self.halves[0].features._modules:
+        for name, _ in self.halves[0].features.named_children():
             if name in self.exchange_before:
                 parts = self._all_gather(parts)
             parts = [getattr(half.features, name)(p) for half, p in zip(self.halves, parts)]
@@ -201,7 +202,8 @@ class SplitTowers(ImageClassifier):
         incompatible.missing_keys[:] = list(dict.fromkeys(map(grouped, incompatible.missing_keys)))
 
 
-def split_towers(model: ImageClassifier, devices: Sequence[str | torch.device] = ("cuda:0", "cuda:1")) -> SplitTowers:
+def split_towers(model: ImageClassifier,
+                 devices: Sequence[str | torch.device] = ("cuda:0", "cuda:1")) -> SplitTowers:
     """``model``'s two towers on two devices, exchanging activations only where the paper's GPUs did
     (before conv3, fc6, fc7 and fc8); same function, same state-dict keys as ``model``, which is left
     as it was. See :mod:`alexnet.models.split`."""
