@@ -1,12 +1,23 @@
-"""LRN against independent references: the paper's formula as an explicit loop (float64), torch's
-``nn.LocalResponseNorm`` with alpha converted, and ``torch.autograd.gradcheck``."""
+"""LRN against independent references: the paper's formula as an explicit loop (float64), per tower
+for the two-tower network, torch's ``nn.LocalResponseNorm`` with alpha converted, and
+``torch.autograd.gradcheck``. Every CPU implementation is checked: "auto" (the fused C kernel where a
+C compiler built it) and "eager" (the autograd function on tensor ops)."""
+
+import functools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from helpers.lrn import MODES, activations, paper_loop
 from torch import nn
 
-from alexnet.models.lrn import LRN_MODES, LocalResponseNorm, local_response_norm, lrn_reference
+from alexnet.models import create_model
+from alexnet.models.lrn import LRN_MODES, LocalResponseNorm, fused_kernel, local_response_norm, lrn_reference
+
+
+IMPLS = ["auto", "eager"]
 
 
 def test_modes_are_the_papers_constants():
@@ -19,14 +30,17 @@ def test_modes_are_the_papers_constants():
         LocalResponseNorm.from_mode("alexnet")
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("scale", [3.0, 300.0])  # k dominates / alpha * sum dominates the denominator
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fp32_matches_the_formula_to_1e6(mode, scale, channels_last):
+@pytest.mark.parametrize("towers", [1, 2])
+def test_fp32_matches_the_formula_to_1e6(impl, mode, scale, channels_last, towers):
     n, alpha, beta, k, divided = MODES[mode]
-    x = activations((3, 13, 6, 5), scale=scale, channels_last=channels_last)
-    want = paper_loop(x.double(), n, alpha / n if divided else alpha, beta, k)
-    got = LocalResponseNorm.from_mode(mode)(x)
+    x = activations((3, 14, 6, 5), scale=scale, channels_last=channels_last)
+    want = paper_loop(x.double(), n, alpha / n if divided else alpha, beta, k, towers)
+    m = LocalResponseNorm.from_mode(mode, groups=towers)
+    got = local_response_norm(x, m.size, m.alpha, m.beta, m.k, m.groups, impl=impl)
     assert got.dtype == torch.float32
     assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
     nonzero = want != 0
@@ -35,27 +49,34 @@ def test_fp32_matches_the_formula_to_1e6(mode, scale, channels_last):
     assert rel.max() < 1e-6
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fp32_gradient_matches_the_formula(mode, channels_last):
+@pytest.mark.parametrize("towers", [1, 2])
+def test_fp32_gradient_matches_the_formula(impl, mode, channels_last, towers):
     n, alpha, beta, k, divided = MODES[mode]
-    x = activations((2, 11, 5, 4), scale=30.0, channels_last=channels_last).requires_grad_(True)
+    x = activations((2, 12, 5, 4), scale=30.0, channels_last=channels_last).requires_grad_(True)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     x64 = x.detach().double().requires_grad_(True)
-    want, = torch.autograd.grad(paper_loop(x64, n, alpha / n if divided else alpha, beta, k), x64, g.double())
-    got, = torch.autograd.grad(LocalResponseNorm.from_mode(mode)(x), x, g)
+    alpha = alpha / n if divided else alpha
+    want, = torch.autograd.grad(paper_loop(x64, n, alpha, beta, k, towers), x64, g.double())
+    got, = torch.autograd.grad(local_response_norm(x, n, alpha, beta, k, towers, impl=impl), x, g)
     assert got.dtype == torch.float32
     assert (got.double() - want).abs().max() <= 1e-6 * want.abs().max()
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("size", [1, 4, 5])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_gradcheck_float64(size, channels_last):
-    x = activations((2, 6, 3, 3), scale=20.0, channels_last=channels_last, dtype=torch.float64)
+@pytest.mark.parametrize("towers", [1, 2])
+def test_gradcheck_float64(impl, size, channels_last, towers):
+    x = activations((1, 6, 3, 2), scale=20.0, channels_last=channels_last, dtype=torch.float64)
     x += 0.1  # away from ReLU's kink: gradcheck differentiates numerically
     x.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 1e-3, 0.75, 2.0), (x,))
-    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 1e-3, 0.6, 1.0), (x,))
+    for beta, k in ((0.75, 2.0), (0.6, 1.0)):
+        f = functools.partial(local_response_norm, size=size, alpha=1e-3, beta=beta, k=k, groups=towers,
+                              impl=impl)
+        assert torch.autograd.gradcheck(f, (x,))
 
 
 @pytest.mark.parametrize("size", [3, 4, 5])
@@ -97,9 +118,59 @@ def test_broadcast_gradient_and_odd_strides():
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-7)
 
 
-def test_reference_expression_is_the_same_function():
-    # lrn_reference is what torch.compile sees; it must compute what the autograd Function does.
-    x = activations((2, 9, 4, 4), scale=30.0, dtype=torch.float64)
+@pytest.mark.parametrize("towers", [1, 2, 3])
+def test_reference_expression_is_the_same_function(towers):
+    # lrn_reference is what torch.compile sees (and impl="reference"): it must be the formula too.
+    x = activations((2, 12, 4, 4), scale=30.0, dtype=torch.float64)
     for size, alpha, beta, k in [(5, 1e-4, 0.75, 2.0), (4, 1e-3, 0.5, 1.0)]:
-        torch.testing.assert_close(lrn_reference(x, size, alpha, beta, k),
-                                   paper_loop(x, size, alpha, beta, k))
+        want = paper_loop(x, size, alpha, beta, k, towers)
+        torch.testing.assert_close(lrn_reference(x, size, alpha, beta, k, towers), want)
+        got = local_response_norm(x, size, alpha, beta, k, towers, impl="reference")
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_the_window_stops_at_the_tower_edge(impl):
+    """conv1's 96 maps as two towers of 48: channel 47's output never depends on channel 48 and up."""
+    x = activations((1, 96, 3, 3), scale=300.0).requires_grad_(True)
+    for towers, reaches in ((2, False), (1, True)):
+        y = local_response_norm(x, 5, 1e-4, 0.75, 2.0, towers, impl=impl)
+        dx, = torch.autograd.grad(y[:, 47].sum(), x)
+        assert (dx[:, 48:50].abs().sum() > 0) == reaches
+        assert dx[:, 45:48].abs().sum() > 0 and dx[:, 50:].abs().sum() == 0
+
+
+def test_the_models_normalize_per_tower():
+    for name, size in (("alexnet2012", {}), ("alexnet-small", {})):
+        two, one = create_model(name, **size), create_model(name, towers=1, **size)
+        assert two.features.norm1.groups == two.features.norm2.groups == 2
+        assert one.features.norm1.groups == one.features.norm2.groups == 1
+        # the LRN has no weights: the towers change no parameter count (60,965,224 is test_models')
+        assert sum(p.numel() for p in two.parameters()) == sum(
+            p.numel() for p in create_model(name, lrn=False).parameters())
+    with pytest.raises(ValueError, match="divisible"):
+        local_response_norm(torch.zeros(1, 5, 2, 2), groups=2)
+    with pytest.raises(ValueError, match="impl"):
+        local_response_norm(torch.zeros(1, 4, 2, 2), impl="fast")
+
+
+@pytest.mark.skipif(fused_kernel("cpu") is None, reason="no C compiler built the CPU LRN kernel")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_uses_the_fused_kernel(dtype):
+    x = activations((2, 8, 3, 3), scale=30.0, dtype=dtype).requires_grad_(True)
+    assert type(local_response_norm(x, groups=2).grad_fn).__name__ == "_LRNCpuBackward"
+    # bf16 has no C loop: the eager function normalizes it (in float32)
+    y = local_response_norm(x.detach().bfloat16().requires_grad_())
+    assert type(y.grad_fn).__name__ == "_LRNFunctionBackward"
+
+
+def test_without_a_c_compiler_the_eager_function_runs(tmp_path):
+    """No compiler (or an unwritable cache): no fused CPU kernel, the same function on tensor ops."""
+    code = ("import torch; from alexnet.models.lrn import fused_kernel, local_response_norm as f; "
+            "x = torch.rand(2, 6, 3, 3, requires_grad=True); y = f(x, groups=2); "
+            "print(fused_kernel('cpu'), type(y.grad_fn).__name__)")
+    env = dict(os.environ, CC=str(tmp_path / "no-cc"), ALEXNET_CACHE=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["None", "_LRNFunctionBackward"]

@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .features import dataset_features, extract_features, layer_names
 from .models import create_model, list_models, model_options
+from .models.split import split_towers
 from .models.weights import KNOWN_WEIGHTS, imagenet_class_names, load_pretrained, load_weights
 from .training.launch import TrainingStopped, train
 
@@ -27,5 +28,6 @@ __all__ = [
     "load_pretrained",
     "load_weights",
     "model_options",
+    "split_towers",
     "train",
 ]

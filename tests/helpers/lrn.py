@@ -18,15 +18,18 @@ MODES = {
 }
 
 
-def paper_loop(x: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+def paper_loop(x: torch.Tensor, n: int, alpha: float, beta: float, k: float, towers: int = 1) -> torch.Tensor:
     """b[i] = a[i] / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a[j]^2) ** beta, channel by
     channel.
 
-    For even n the window is [i - n//2, i + (n-1)//2], torch's convention."""
-    channels = x.shape[1]
+    For even n the window is [i - n//2, i + (n-1)//2], torch's convention. With ``towers`` > 1 the
+    channels are split into that many equal towers and N is a tower's channel count: the window is
+    clipped to the tower of channel i (cuda-convnet2's two-GPU layer files, one rnorm layer per GPU)."""
+    per_tower = x.shape[1] // towers
     out = torch.empty_like(x)
-    for i in range(channels):
-        lo, hi = max(0, i - n // 2), min(channels - 1, i + (n - 1) // 2)
+    for i in range(x.shape[1]):
+        first = i // per_tower * per_tower  # the tower's first channel
+        lo, hi = max(first, i - n // 2), min(first + per_tower - 1, i + (n - 1) // 2)
         s = sum(x[:, j] ** 2 for j in range(lo, hi + 1))
         out[:, i] = x[:, i] / (k + alpha * s) ** beta
     return out

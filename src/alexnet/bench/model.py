@@ -27,9 +27,9 @@ from torch import nn
 from .. import runtime
 from ..errors import UserError
 from ..cliargs import format_table
-from ..models import create_model, model_cfg
+from ..models import create_model, model_cfg, model_options
+from ..models.lrn import LRN_MODES, LocalResponseNorm, fused_kernel, local_response_norm
 from ..provenance import environment
-from ..models.lrn import LRN_MODES, LocalResponseNorm, _LRNFunction, _triton_kernels
 from ..models.summary import summarize
 from .reference import reference_model
 from .timing import PeakMemory, alternate, matmul_tflops, ratio
@@ -62,6 +62,9 @@ def add_parsers(bsub) -> None:
                        help="untimed steps per contender first; compilation happens here (default: 2)")
         p.add_argument("--peak-tflops", type=float,
                        help="the device's peak rate for the FLOP utilisation (default: measured by a matmul)")
+        p.add_argument("--lrn-cost", action="store_true",
+                       help="also time the same model with lrn=False (same flags) and print the step-time "
+                            "ratio with / without LRN")
         p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         p.set_defaults(func=functools.partial(_bench_model, train=what == "train"))
     _add_lrn_parser(bsub)
@@ -144,6 +147,11 @@ def _bench_model(args, *, train: bool) -> int:
     flags = dict(amp=args.amp, channels_last=args.channels_last, compile=args.compile,
                  cuda_graphs=args.cuda_graphs)
     contenders = [_Contender("ours", ours_model, device, x, y, train=train, **flags)]
+    if args.lrn_cost:
+        if "lrn" not in model_options(args.model):
+            raise UserError(f"--lrn-cost: {args.model} has no LRN to turn off")
+        no_lrn = create_model(args.model, num_classes=num_classes, lrn=False)
+        contenders.append(_Contender("ours, no LRN", no_lrn, device, x, y, train=train, **flags))
     if any(v not in ("off", False) for v in flags.values()):
         contenders.append(_Contender("ours, plain", create_model(args.model, num_classes=num_classes),
                                      device, x, y, train=train))
@@ -184,6 +192,7 @@ def _bench_model(args, *, train: bool) -> int:
         "ratio": ratio(timed["reference"], timed["ours"]),
         "ratio_plain": ratio(timed["reference"], timed["ours, plain"]) if "ours, plain" in timed else None,
         "ratio_torchvision": ratio(timed["torchvision"], timed["ours"]) if "torchvision" in timed else None,
+        "lrn_cost": ratio(timed["ours"], timed["ours, no LRN"]) if "ours, no LRN" in timed else None,
         "machine": environment(device),
     }
     print(json.dumps(report, indent=2) if args.json else _model_table(report))
@@ -228,6 +237,9 @@ def _model_table(r: dict) -> str:
         lines.append(f"  ours, plain / reference: {r['ratio_plain']:.2f}x")
     if r["ratio_torchvision"] is not None:
         lines.append(f"  ours / torchvision: {r['ratio_torchvision']:.2f}x")
+    if r.get("lrn_cost") is not None:
+        lines.append(f"  LRN cost: ours / ours, no LRN = {r['lrn_cost']:.3f}x step time "
+                     "(median of per-round ratios)")
     lines.append(f"  model FLOP utilisation (ours): {100 * r['results']['ours']['mfu']:.1f}% of "
                  f"{r['peak_tflops']:.3g} TFLOP/s {r['peak_dtype']} ({r['peak_source']})")
     lines.append(f"  model FLOPs: {r['model_flops_per_image'] / 1e9:.4g} G per image "
@@ -280,9 +292,10 @@ def _lrn_contenders(mode: str, device: torch.device, compile: bool) -> dict[str,
     size, alpha, beta, k = LRN_MODES[mode]
     ours = LocalResponseNorm.from_mode(mode)
     out = {"ours": ours}
-    if device.type == "cuda" and _triton_kernels() is not None:
+    if fused_kernel(device) is not None:
         # what the same function costs as eager tensor ops, to show what the fused kernel gains
-        out["ours, eager ops"] = lambda x: _LRNFunction.apply(x, size, alpha, beta, k)
+        out["ours, eager ops"] = functools.partial(local_response_norm, size=size, alpha=alpha, beta=beta,
+                                                   k=k, impl="eager")
     if compile:
         out["ours, compiled"] = torch.compile(ours)
     out["torch"] = nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)  # torch divides by size

@@ -8,12 +8,24 @@ loads a zoo model's weights into its reference and checks that both compute the 
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
+class _TowerLRN(nn.Module):
+    """torch's LRN on each half of the channels: each tower of the two-tower net normalizes its own maps."""
+
+    def __init__(self):
+        super().__init__()
+        # The paper's alpha=1e-4 multiplies the plain window sum; torch divides its alpha by the size.
+        self.lrn = nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)
+
+    def forward(self, x):
+        return torch.cat([self.lrn(half) for half in x.chunk(2, 1)], 1)
+
+
 def _lrn() -> nn.Module:
-    # The paper's alpha=1e-4 multiplies the plain window sum; torch divides its alpha by the size.
-    return nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)
+    return _TowerLRN()
 
 
 def alexnet2012(num_classes: int = 1000) -> nn.Sequential:

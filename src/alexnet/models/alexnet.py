@@ -30,6 +30,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .base import ImageClassifier, ModelCfg
+from .dropout import make_dropout
 from .lrn import LocalResponseNorm
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -89,6 +90,8 @@ class AlexNet2012(ImageClassifier):
             every channel (62,378,344 parameters). The paper's -1.7% / -1.2% compares with a one-tower
             net that also had half the kernels.
         init: "paper", "caffe", "kaiming" or "torch" (see :func:`init_weights`).
+        dropout_form: "inverted" (PyTorch's: x1/(1-p) at training time) or "paper" (no rescaling at
+            training time, x(1-p) at test time; see :mod:`alexnet.models.dropout`).
     """
 
     name = "alexnet2012"
@@ -98,15 +101,16 @@ class AlexNet2012(ImageClassifier):
 
     def __init__(self, num_classes: int = 1000, *, activation: str = "relu", lrn: bool = True,
                  lrn_mode: str = "paper", overlap_pool: bool = True, dropout: float = 0.5,
-                 towers: int = 2, init: str = "paper"):
+                 towers: int = 2, init: str = "paper", dropout_form: str = "inverted"):
         super().__init__()
+        make_dropout(dropout, dropout_form)  # validates dropout_form
         if towers not in (1, 2):
             raise ValueError(f"towers must be 1 or 2, got {towers}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         act = lambda: make_activation(activation)  # noqa: E731
         pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
-        norm = lambda: LocalResponseNorm.from_mode(lrn_mode) if lrn else None  # noqa: E731
+        norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=towers) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
         g = self.towers = towers
         layers = [
@@ -124,9 +128,10 @@ class AlexNet2012(ImageClassifier):
         self.features = nn.Sequential(OrderedDict((n, m) for n, m in layers if m is not None))
         self.pool = nn.Identity()
         self.flatten = nn.Flatten(1)  # (N, 9216)
+        drop = lambda: make_dropout(dropout, dropout_form)  # noqa: E731
         self.classifier = nn.Sequential(OrderedDict([
-            ("fc6", nn.Linear(256 * 6 * 6, 4096)), ("act6", act()), ("drop6", nn.Dropout(dropout)),
-            ("fc7", nn.Linear(4096, 4096)), ("act7", act()), ("drop7", nn.Dropout(dropout)),
+            ("fc6", nn.Linear(256 * 6 * 6, 4096)), ("act6", act()), ("drop6", drop()),
+            ("fc7", nn.Linear(4096, 4096)), ("act7", act()), ("drop7", drop()),
             ("fc8", nn.Linear(4096, num_classes)),
         ]))
         self.init = init

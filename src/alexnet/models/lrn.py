@@ -13,15 +13,18 @@ Where the formula is read differently:
 ``nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)`` is therefore the paper's layer and
 ``nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2)`` the cuda-convnet one.
 
-Three implementations of the one function, picked by :func:`local_response_norm`:
+With ``groups=2`` (the two-tower network) each half of the channels is normalized on its own: the
+window of channel 47 of conv1's 96 never reaches channel 48.
+
+Four implementations of the one function, picked by :func:`local_response_norm`:
 - CUDA with Triton installed: a fused kernel (``alexnet.kernels.lrn_triton``), one read of the
   input and one write of the output and of the window sums, and the same for the backward.
+- CPU with a C compiler: a fused C loop (``alexnet.kernels.lrn_cpu``), one read of the input and
+  one write of the output; the backward recomputes the window sums from the input.
 - Under ``torch.compile``: :func:`lrn_reference`, plain tensor ops the compiler fuses itself.
-- Elsewhere (CPU, MPS, CUDA without Triton): ``_LRNFunction``, a hand-written forward and backward
-  that computes the window sums of squares once and reuses them in the backward. On a CPU its cost
-  is mostly memory traffic and page faults on freshly allocated tensors, so it allocates only what
-  it must keep (output, window sums) and makes each pass over memory count; fwd+bwd is several
-  times cheaper than autograd through ``nn.LocalResponseNorm``'s padded 3-D average pool.
+- Elsewhere (MPS, CUDA without Triton, CPU without a compiler, bf16 on the CPU): ``_LRNFunction``,
+  a hand-written forward and backward on tensor ops that computes the window sums of squares once
+  and reuses them in the backward, allocating only what it must keep (output, window sums).
 """
 
 from __future__ import annotations
@@ -45,14 +48,19 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
+def _towers(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(N, C, H, W) as the view (N, groups, C / groups, H, W): windows run along dim 2, inside a tower."""
+    return x.unflatten(1, (groups, x.shape[1] // groups))
+
+
 def _neighbours(before: int, after: int):
-    """(destination, source) channel slices pairing channel i with i - d for d = 1..before and with
-    i + d for d = 1..after, clipped to the channels: a window sum is the centre term plus, for each
-    pair, ``out[:, dst] += x[:, src]``, done in place with no allocation."""
+    """(destination, source) indices of a :func:`_towers` view pairing channel i with i - d for
+    d = 1..before and with i + d for d = 1..after, clipped to the tower's channels: a window sum is
+    the centre term plus, for each pair, ``out[dst] += x[src]``, done in place with no allocation."""
     for d in range(1, before + 1):
-        yield slice(d, None), slice(None, -d)
+        yield (slice(None), slice(None), slice(d, None)), (slice(None), slice(None), slice(None, -d))
     for d in range(1, after + 1):
-        yield slice(None, -d), slice(d, None)
+        yield (slice(None), slice(None), slice(None, -d)), (slice(None), slice(None), slice(d, None))
 
 
 def _inv_pow(scale: torch.Tensor, beta: float, out: torch.Tensor) -> torch.Tensor:
@@ -65,7 +73,7 @@ def _inv_pow(scale: torch.Tensor, beta: float, out: torch.Tensor) -> torch.Tenso
 
 class _LRNFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
+    def forward(ctx, x, size: int, alpha: float, beta: float, k: float, groups: int):
         before, after = size // 2, (size - 1) // 2
         acc = _compute_dtype(x.dtype)
         out = torch.empty_like(x)
@@ -74,21 +82,22 @@ class _LRNFunction(torch.autograd.Function):
         # conv1's size (74 MB at batch 64) costs about as much in page faults as four passes over it.
         work = out if out.dtype == acc else torch.empty_like(scale)
         a = x if x.dtype == acc else work.copy_(x)
-        torch.addcmul(torch.zeros((), dtype=acc), a, a, value=alpha, out=work)  # alpha * a^2
+        torch.addcmul(torch.zeros((), dtype=acc, device=x.device), a, a, value=alpha, out=work)  # alpha * a^2
         torch.add(work, k, out=scale)
+        s, w = _towers(scale, groups), _towers(work, groups)
         for dst, src in _neighbours(before, after):
-            scale[:, dst].add_(work[:, src])
+            s[dst].add_(w[src])
         inv = _inv_pow(scale, beta, out=work)  # s^-beta
         torch.mul(x, inv, out=out)
         ctx.save_for_backward(x, scale)
-        ctx.cfg = (before, after, alpha, beta)
+        ctx.cfg = (before, after, alpha, beta, groups)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         x, scale = ctx.saved_tensors
-        before, after, alpha, beta = ctx.cfg
+        before, after, alpha, beta, groups = ctx.cfg
         # d b_i / d a_j = [i=j] s_i^-beta - 2 alpha beta a_i a_j s_i^(-beta-1) [j in W(i)], so
         # grad_a_j = g_j s_j^-beta - 2 alpha beta a_j * sum_{i : j in W(i)} g_i a_i s_i^(-beta-1).
         # The set {i : j in W(i)} is the window mirrored: before and after swap.
@@ -97,60 +106,97 @@ class _LRNFunction(torch.autograd.Function):
         dx = torch.mul(grad, t, out=torch.empty_like(scale))  # the direct term g_j s_j^-beta
         t = torch.mul(dx, x, out=t).div_(scale)  # v_i = g_i a_i s_i^(-beta-1)
         dx.addcmul_(x, t, value=c)
+        d, a, v = _towers(dx, groups), _towers(x, groups), _towers(t, groups)
         for dst, src in _neighbours(after, before):  # the mirrored window
-            dx[:, dst].addcmul_(x[:, dst], t[:, src], value=c)
-        return dx.to(x.dtype), None, None, None, None
+            d[dst].addcmul_(a[dst], v[src], value=c)
+        return dx.to(x.dtype), None, None, None, None, None
 
 
-def lrn_reference(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+def lrn_reference(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                  groups: int = 1) -> torch.Tensor:
     """Plain differentiable expression of the same function (for torch.compile and for checks)."""
     before, after = size // 2, (size - 1) // 2
-    sq = nn.functional.pad((x * x).unsqueeze(1), (0, 0, 0, 0, before, after)).squeeze(1)
-    c = x.shape[1]
-    s = sum(sq[:, d : d + c] for d in range(size))
+    c = x.shape[1] // groups
+    sq = _towers(x * x, groups)  # (N, groups, C / groups, H, W): the window stays in its tower
+    sq = nn.functional.pad(sq, (0, 0, 0, 0, before, after))
+    s = sum(sq[:, :, d : d + c] for d in range(size)).flatten(1, 2)
     return x * (k + alpha * s).pow(-beta)
 
 
 @functools.cache
-def _triton_kernels():
-    """``alexnet.kernels.lrn_triton``, or None when Triton is not installed."""
+def _kernels(device_type: str):
+    """The fused kernel module for a device type (``alexnet.kernels.lrn_triton`` for CUDA,
+    ``alexnet.kernels.lrn_cpu`` for the CPU), or None where its compiler is missing."""
     try:
-        from ..kernels import lrn_triton
+        if device_type == "cuda":
+            from ..kernels import lrn_triton as mod
+        elif device_type == "cpu":
+            from ..kernels import lrn_cpu as mod
+        else:
+            return None
     except ImportError:
         return None
-    return lrn_triton
+    return mod
+
+
+def fused_kernel(device: torch.device | str) -> str | None:
+    """Name of the fused LRN kernel ``local_response_norm`` uses on ``device`` ("triton" on CUDA with
+    Triton installed, "cpu" where a C compiler built ``lrn_cpu.c``), or None: eager tensor ops."""
+    kind = torch.device(device).type
+    return None if _kernels(kind) is None else {"cuda": "triton", "cpu": "cpu"}[kind]
+
+
+IMPLEMENTATIONS = ("auto", "eager", "reference")
 
 
 def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-                        k: float = 2.0) -> torch.Tensor:
-    """LRN across channels of an (N, C, H, W) tensor; ``alpha`` multiplies the plain sum."""
-    if torch.compiler.is_compiling():
-        return lrn_reference(x, size, alpha, beta, k)  # let the compiler fuse it
-    kernels = _triton_kernels() if x.is_cuda else None
-    if kernels is not None and kernels.supported(x):
-        return kernels.lrn_triton(x, size, alpha, beta, k)
-    return _LRNFunction.apply(x, size, alpha, beta, k)
+                        k: float = 2.0, groups: int = 1, *, impl: str = "auto") -> torch.Tensor:
+    """LRN across channels of an (N, C, H, W) tensor; ``alpha`` multiplies the plain sum.
+
+    ``groups`` splits the channels into that many equal towers, each normalized on its own (the
+    two-GPU network's LRN: a window never crosses into the other tower's kernel maps). ``impl``:
+    "auto" (the fused kernel of :func:`fused_kernel` where it takes ``x``, else eager ops),
+    "eager" (the autograd function on tensor ops) or "reference" (:func:`lrn_reference`).
+    """
+    if groups < 1 or x.shape[1] % groups:
+        raise ValueError(f"LRN over {groups} towers needs channels divisible by {groups}, got {x.shape[1]}")
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown LRN impl {impl!r}; expected one of {IMPLEMENTATIONS}")
+    if impl == "reference" or torch.compiler.is_compiling():
+        return lrn_reference(x, size, alpha, beta, k, groups)  # let the compiler fuse it
+    kernels = _kernels(x.device.type) if impl == "auto" else None
+    if kernels is not None and kernels.supported(x, groups):
+        fused = kernels.lrn_triton if x.is_cuda else kernels.lrn_cpu
+        return fused(x, size, alpha, beta, k, groups)
+    return _LRNFunction.apply(x, size, alpha, beta, k, groups)
 
 
 class LocalResponseNorm(nn.Module):
     """LRN as printed in the paper: ``b = a / (k + alpha * sum_window a^2) ** beta``.
 
     Unlike ``nn.LocalResponseNorm``, ``alpha`` is *not* divided by ``size``; use
-    ``LocalResponseNorm.from_mode("cuda-convnet")`` for that reading.
+    ``LocalResponseNorm.from_mode("cuda-convnet")`` for that reading. ``groups=2`` normalizes each
+    half of the channels on its own, as each GPU of the two-tower network did (cuda-convnet2's
+    ``layers-imagenet-2gpu-model.cfg``: ``rnorm1a`` and ``rnorm1b`` over 48 channels each).
     """
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+                 groups: int = 1):
         super().__init__()
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        if groups < 1:
+            raise ValueError(f"groups must be >= 1, got {groups}")
+        self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
 
     @classmethod
-    def from_mode(cls, mode: str = "paper") -> "LocalResponseNorm":
+    def from_mode(cls, mode: str = "paper", groups: int = 1) -> LocalResponseNorm:
+        """The constants of ``mode`` (see ``LRN_MODES``), over ``groups`` towers."""
         if mode not in LRN_MODES:
             raise ValueError(f"unknown lrn_mode {mode!r}; expected one of {sorted(LRN_MODES)}")
-        return cls(*LRN_MODES[mode])
+        return cls(*LRN_MODES[mode], groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, alpha={self.alpha:g}, beta={self.beta}, k={self.k}"
+        towers = f", groups={self.groups}" if self.groups > 1 else ""
+        return f"size={self.size}, alpha={self.alpha:g}, beta={self.beta}, k={self.k}{towers}"

@@ -33,6 +33,7 @@ from torch import nn
 
 from .alexnet import init_weights, make_activation
 from .base import ImageClassifier, ModelCfg
+from .dropout import make_dropout
 from .lrn import LocalResponseNorm
 
 
@@ -54,7 +55,7 @@ class AlexNetSmall(ImageClassifier):
         num_classes: output classes.
         in_chans: 1 for grayscale (MNIST, digits), 3 for colour (CIFAR).
         img_size: square input side; any size >= 16, designed for 28 and 32.
-        activation, lrn, lrn_mode, dropout, towers: as for ``alexnet2012``.
+        activation, lrn, lrn_mode, dropout, towers, dropout_form: as for ``alexnet2012``.
         init: "kaiming" (default here), "paper", "caffe" or "torch".
     """
 
@@ -65,15 +66,16 @@ class AlexNetSmall(ImageClassifier):
     def __init__(self, num_classes: int = 10, *, in_chans: int = 1, img_size: int = 28,
                  activation: str = "relu", lrn: bool = True, lrn_mode: str = "paper",
                  overlap_pool: bool = True, dropout: float = 0.5, towers: int = 2,
-                 init: str = "kaiming"):
+                 init: str = "kaiming", dropout_form: str = "inverted"):
         super().__init__()
         _check_small_input(in_chans, img_size, 16)
+        make_dropout(dropout, dropout_form)  # validates dropout_form
         if towers not in (1, 2):
             raise ValueError(f"towers must be 1 or 2, got {towers}")
         self.input_size = (in_chans, img_size, img_size)
         act = lambda: make_activation(activation)  # noqa: E731
         pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
-        norm = lambda: LocalResponseNorm.from_mode(lrn_mode) if lrn else None  # noqa: E731
+        norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=towers) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
         g = self.towers = towers
         layers = [
@@ -94,9 +96,10 @@ class AlexNetSmall(ImageClassifier):
             side = _pooled(side) if overlap_pool else side // 2
         self.pool = nn.Identity()
         self.flatten = nn.Flatten(1)  # (N, 128 * S3 * S3)
+        drop = lambda: make_dropout(dropout, dropout_form)  # noqa: E731
         self.classifier = nn.Sequential(OrderedDict([
-            ("fc6", nn.Linear(128 * side * side, 1024)), ("act6", act()), ("drop6", nn.Dropout(dropout)),
-            ("fc7", nn.Linear(1024, 1024)), ("act7", act()), ("drop7", nn.Dropout(dropout)),
+            ("fc6", nn.Linear(128 * side * side, 1024)), ("act6", act()), ("drop6", drop()),
+            ("fc7", nn.Linear(1024, 1024)), ("act7", act()), ("drop7", drop()),
             ("fc8", nn.Linear(1024, num_classes)),
         ]))
         self.init = init
