@@ -90,8 +90,9 @@ class AlexNet2012(ImageClassifier):
             every channel (62,378,344 parameters). The paper's -1.7% / -1.2% compares with a one-tower
             net that also had half the kernels.
         init: "paper", "caffe", "kaiming" or "torch" (see :func:`init_weights`).
-        dropout_form: "inverted" (PyTorch's: x1/(1-p) at training time) or "paper" (no rescaling at
-            training time, x(1-p) at test time; see :mod:`alexnet.models.dropout`).
+        dropout_form: "paper" (section 4.2 and cuda-convnet2: no rescaling at training time, x(1-p) at
+            test time; the default here) or "inverted" (PyTorch's: x1/(1-p) at training time); see
+            :mod:`alexnet.models.dropout`.
     """
 
     name = "alexnet2012"
@@ -101,7 +102,7 @@ class AlexNet2012(ImageClassifier):
 
     def __init__(self, num_classes: int = 1000, *, activation: str = "relu", lrn: bool = True,
                  lrn_mode: str = "paper", overlap_pool: bool = True, dropout: float = 0.5,
-                 towers: int = 2, init: str = "paper", dropout_form: str = "inverted"):
+                 towers: int = 2, init: str = "paper", dropout_form: str = "paper"):
         super().__init__()
         make_dropout(dropout, dropout_form)  # validates dropout_form
         if towers not in (1, 2):
