@@ -135,6 +135,9 @@ class TrainConfig:
     amp: str = opt("off", "mixed precision: off, bf16, fp16", "speed", choices=("off", "bf16", "fp16"))
     channels_last: bool = opt(False, "NHWC memory layout", "speed")
     compile: bool = opt(False, "torch.compile the model (TorchInductor fuses ReLU, LRN and pooling)", "speed")
+    tower_devices: str = opt("", "the paper's two-GPU split: tower 1 on the first device, tower 2 on the "
+                                 "second, e.g. cuda:0,cuda:1 (two-tower models; under torchrun, process r "
+                                 "adds 2r to the CUDA indices)", "speed")
     cuda_graphs: bool = opt(False, "CUDA only: compile and replay each step as CUDA graphs (pays for small "
                                    "models and batches, where kernel launches bound the step)", "speed")
 
@@ -173,6 +176,17 @@ class TrainConfig:
         if self.batch_size % self.accum_steps:
             raise UserError(f"batch_size {self.batch_size} is not divisible by accum_steps "
                             f"{self.accum_steps}")
+        if self.tower_devices:
+            if len(self.tower_devices.split(",")) != 2:
+                raise UserError(f"--tower-devices takes two devices, e.g. cuda:0,cuda:1, got "
+                                f"{self.tower_devices!r}")
+            if self.model_opts.get("towers") != 2:
+                raise UserError(f"--tower-devices needs a two-tower model; {self.model} has towers="
+                                f"{self.model_opts.get('towers', 1)}")
+            clash = [f for f in ("compile", "cuda_graphs") if getattr(self, f)]
+            clash += ["freeze"] if self.freeze != "none" else []
+            if clash:
+                raise UserError(f"--tower-devices cannot be combined with --{clash[0].replace('_', '-')}")
         if not self.name or Path(self.name).name != self.name or self.name in (".", ".."):
             raise UserError(f"--name is a folder name inside --out, not a path: {self.name!r}")
         return self
@@ -307,6 +321,8 @@ def fill_from_data(cfg: TrainConfig, source: DataSource) -> TrainConfig:
     pick_device(device)  # an absent device is an error now, before a run folder exists
     if cfg.cuda_graphs:
         check_cuda_graphs(pick_device(device))
+    for tower_device in filter(None, cfg.tower_devices.split(",")):
+        pick_device(tower_device.strip())  # absent devices are an error now
     name = cfg.name or datetime.now().strftime("%Y%m%d-%H%M%S")
     return cfg.replace(model_opts=options, pad=pad, flip=flip, device=device, name=name)
 

@@ -95,3 +95,15 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     kind = PaperSGD if cfg.optimizer == "paper-sgd" else torch.optim.SGD
     return kind([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum,
                 weight_decay=cfg.weight_decay)
+
+
+def tower_devices(spec: str, local_rank: int = 0) -> tuple[torch.device, torch.device]:
+    """``"cuda:0,cuda:1"`` -> the two devices of this process: under torchrun, process ``r`` (local
+    rank) takes the CUDA devices ``2r`` and ``2r + 1`` places further, so each process owns a pair."""
+    devices = []
+    for name in spec.split(","):
+        d = torch.device(name.strip())
+        if d.type == "cuda" and local_rank:
+            d = torch.device("cuda", (d.index or 0) + 2 * local_rank)
+        devices.append(d)
+    return devices[0], devices[1]

@@ -28,7 +28,8 @@ from .distributed import Dist
 from .engine import EvalResult, Member, TrainState, evaluate, train_one_epoch
 from .rundir import RunDir
 from .schedule import Schedule
-from .setup import build_model, build_optimizer, build_presets, load_stats
+from ..models.split import split_towers
+from .setup import build_model, build_optimizer, build_presets, load_stats, tower_devices
 from .tblog import open_log
 
 
@@ -78,10 +79,15 @@ class Trainer:
             stats = load_stats(cfg, source, dist)
             self.train_preset, self.test_preset = build_presets(cfg, source, self.model, stats)
         # the module to call: compiled and/or DDP-wrapped around self.model
-        self.net = prepare_model(self.model, device, channels_last=cfg.channels_last, compile=cfg.compile,
-                                 cuda_graphs=cfg.cuda_graphs)
-        if dist.world > 1:
-            ids = [device.index] if device.type == "cuda" else None
+        if cfg.tower_devices:  # the paper's two-GPU split: inputs and logits live on the first device
+            towers = tower_devices(cfg.tower_devices, dist.local_rank)
+            self.model = self.net = split_towers(self.model, towers)
+            self.device = device = towers[0]
+        else:
+            self.net = prepare_model(self.model, device, channels_last=cfg.channels_last, compile=cfg.compile,
+                                     cuda_graphs=cfg.cuda_graphs)
+        if dist.world > 1:  # a module on two devices takes device_ids=None
+            ids = [device.index] if device.type == "cuda" and not cfg.tower_devices else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scaler = grad_scaler(device, cfg.amp)
@@ -321,9 +327,9 @@ class Trainer:
         out = self.rundir.path / "plots"
         if self.history:
             plot_curves(self.history, out / "curves.png")
-        conv1 = next(m for m in self.model.features if isinstance(m, torch.nn.Conv2d))
-        plot_conv1(conv1.weight, out / "conv1.png", towers=getattr(self.model, "towers", 1))
-        self.log.kernels(conv1.weight, self.epoch)
+        conv1 = next(v for v in self.model.state_dict().values() if v.ndim == 4)  # grouped, also when split
+        plot_conv1(conv1, out / "conv1.png", towers=getattr(self.model, "towers", 1))
+        self.log.kernels(conv1, self.epoch)
         self.log.close()
         if self.source.num_classes <= 100:
             plot_confusion(result.confusion, self.source.class_names, out / "confusion.png")
