@@ -230,7 +230,7 @@ def test_load_pretrained_refuses_what_does_not_fit(tmp_path):
         load_pretrained(model, tmp_path / "missing.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a torch file at all")
-    with pytest.raises(WeightsError, match="not a readable"):
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint"):
         load_pretrained(model, junk)
     good = tmp_path / "paper.pth"
     torch.save(create_model("alexnet2012").state_dict(), good)

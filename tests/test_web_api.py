@@ -336,7 +336,9 @@ def test_a_plain_weights_file_is_served_without_a_dataset(tmp_path):
             assert [(r["id"], r["status"], r["model"]) for r in runs] == [("owt", "weights", "alexnet-owt")]
             card = client.get("/api/runs/owt").json()
             assert card["test_images"] == 0 and card["results"] is None and card["files"] == []
-            assert card["input"] == {"channels": 3, "base_size": 256, "crop": 224}
+            # recognized by its keys and shapes as torchvision's layout: torchvision's evaluation preset,
+            # whose decoded input is the 224 crop itself (resize 256, centre crop 224)
+            assert card["input"] == {"channels": 3, "base_size": 224, "crop": 224}
             assert client.get("/api/runs/owt/testset").status_code == 404
             assert client.get("/api/runs/owt/files/config.json").status_code == 404
             r = client.post("/api/runs/owt/predict?sample=flower.jpg")
