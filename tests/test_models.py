@@ -267,3 +267,28 @@ def test_summary_cli(cli):
                 ("summary", "alexnet2012", "--input-size", "x")):
         r = cli(*bad)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("order, steps", [
+    ("paper", (("relu", "lrn", "pool"), ("relu", "lrn", "pool"))),          # the paper, sections 3.3-3.4
+    ("cuda-convnet2", (("lrn", "relu", "pool"), ("relu", "lrn", "pool"))),  # layers-imagenet-*.cfg
+    ("caffenet", (("relu", "pool", "lrn"), ("relu", "pool", "lrn"))),       # bvlc_reference_caffenet
+])
+def test_lrn_order_against_the_layers_written_out(order, steps):
+    from helpers.lrn import paper_loop
+
+    torch.manual_seed(0)
+    model = create_model("alexnet2012", lrn_order=order, init="kaiming").eval()
+    x = torch.randn(1, 3, 227, 227)
+    ops = {"relu": torch.relu, "pool": lambda t: torch.nn.functional.max_pool2d(t, 3, 2),
+           "lrn": lambda t: paper_loop(t, 5, 1e-4, 0.75, 2.0, towers=2)}  # per tower, the paper's alpha
+    f = model.features
+    y = torch.nn.functional.conv2d(x, f.conv1.weight, f.conv1.bias, stride=4)
+    for step in steps[0]:
+        y = ops[step](y)
+    y = torch.nn.functional.conv2d(y, f.conv2.weight, f.conv2.bias, padding=2, groups=2)
+    for step in steps[1]:
+        y = ops[step](y)
+    with torch.no_grad():
+        got = f[:list(dict(f.named_children())).index("conv3")](x)
+    torch.testing.assert_close(got, y, rtol=1e-4, atol=1e-5)

@@ -41,7 +41,7 @@ PUBLISHED = {
                     "lr_factor": 0.1, "epochs": 90, "crop": "random-resized", "normalize": "imagenet"},
 }
 MODEL_OPTIONS = {"caffe": {"init": "caffe", "lrn_mode": "caffe"},
-                 "cuda-convnet2": {"lrn_mode": "cuda-convnet"}}
+                 "cuda-convnet2": {"lrn_mode": "cuda-convnet", "lrn_order": "cuda-convnet2"}}
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,17 @@ def init_weights(model: nn.Module, scheme: str, ones: set[str], std: dict[str, f
         nn.init.constant_(m.bias, (1.0 if scheme == "paper" else 0.1) if short in ones else 0.0)
 
 
+# What follows conv1 and conv2, in order: activation, normalization (LRN) and max-pooling.
+LRN_ORDERS = {
+    "paper": (("act", "norm", "pool"), ("act", "norm", "pool")),          # sections 3.3 and 3.4
+    # cuda-convnet2's layers-imagenet-*.cfg: rnorm1 reads conv1 directly and the ReLU sits on pool1
+    # (ReLU and max-pooling commute); conv2 as in the paper
+    "cuda-convnet2": (("norm", "act", "pool"), ("act", "norm", "pool")),
+    # Caffe's models/bvlc_reference_caffenet: pool1 / pool2 come before norm1 / norm2
+    "caffenet": (("act", "pool", "norm"), ("act", "pool", "norm")),
+}
+
+
 class AlexNet2012(ImageClassifier):
     """The paper's network; every option is one of the paper's ablations.
 
@@ -90,6 +101,8 @@ class AlexNet2012(ImageClassifier):
             every channel (62,378,344 parameters). The paper's -1.7% / -1.2% compares with a one-tower
             net that also had half the kernels.
         init: "paper", "caffe", "kaiming" or "torch" (see :func:`init_weights`).
+        lrn_order: where LRN sits after conv1 and conv2: "paper" (ReLU, LRN, pool), "cuda-convnet2"
+            (conv1: LRN before the ReLU, as Krizhevsky's layer files) or "caffenet" (ReLU, pool, LRN).
         dropout_form: "paper" (section 4.2 and cuda-convnet2: no rescaling at training time, x(1-p) at
             test time; the default here) or "inverted" (PyTorch's: x1/(1-p) at training time); see
             :mod:`alexnet.models.dropout`.
@@ -102,8 +115,10 @@ class AlexNet2012(ImageClassifier):
 
     def __init__(self, num_classes: int = 1000, *, activation: str = "relu", lrn: bool = True,
                  lrn_mode: str = "paper", overlap_pool: bool = True, dropout: float = 0.5,
-                 towers: int = 2, init: str = "paper", dropout_form: str = "paper"):
+                 towers: int = 2, init: str = "paper", dropout_form: str = "paper", lrn_order: str = "paper"):
         super().__init__()
+        if lrn_order not in LRN_ORDERS:
+            raise ValueError(f"lrn_order must be one of {', '.join(LRN_ORDERS)}, got {lrn_order!r}")
         make_dropout(dropout, dropout_form)  # validates dropout_form
         if towers not in (1, 2):
             raise ValueError(f"towers must be 1 or 2, got {towers}")
@@ -114,11 +129,14 @@ class AlexNet2012(ImageClassifier):
         norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=towers) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
         g = self.towers = towers
+        make = {"act": act, "norm": norm, "pool": pool}
+        after1, after2 = ([(f"{step}{i}", make[step]()) for step in order]
+                          for i, order in ((1, LRN_ORDERS[lrn_order][0]), (2, LRN_ORDERS[lrn_order][1])))
         layers = [
             ("conv1", nn.Conv2d(3, 96, 11, stride=4)),               # (N, 96, 55, 55)
-            ("act1", act()), ("norm1", norm()), ("pool1", pool()),  # (N, 96, 27, 27)
+            *after1,                                                  # (N, 96, 27, 27) after pool1
             ("conv2", nn.Conv2d(96, 256, 5, padding=2, groups=g)),   # (N, 256, 27, 27) 48 in per kernel
-            ("act2", act()), ("norm2", norm()), ("pool2", pool()),  # (N, 256, 13, 13)
+            *after2,                                                  # (N, 256, 13, 13) after pool2
             ("conv3", nn.Conv2d(256, 384, 3, padding=1)),            # (N, 384, 13, 13) towers talk
             ("act3", act()),
             ("conv4", nn.Conv2d(384, 384, 3, padding=1, groups=g)),  # (N, 384, 13, 13) 192 in
