@@ -4,6 +4,7 @@ same run."""
 from __future__ import annotations
 
 from .data import add_parser as add_data
+from .e2e import add_parser as add_e2e
 from .model import add_parsers as add_model
 
 
@@ -12,3 +13,4 @@ def add_parser(sub) -> None:
     bsub = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
     add_data(bsub)
     add_model(bsub)
+    add_e2e(bsub)
