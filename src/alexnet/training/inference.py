@@ -76,13 +76,14 @@ def load_trained(path: str, *, model_name: str | None = None) -> Loaded:
     return Loaded(model, preset, classes, classes, None, f"{p}")
 
 
-def _members(loaded: list[Loaded], device, *, amp: str, channels_last: bool, tta: str) -> list[Member]:
+def _members(loaded: list[Loaded], device, *, amp: str, channels_last: bool, tta: str,
+             freeze: bool = False) -> list[Member]:
     warning = amp_warning(device, amp)
     if warning:
         print(f"alexnet: {warning}", file=sys.stderr)
     members = []
     for item in loaded:
-        net = prepare_model(item.model.eval(), device, channels_last=channels_last)
+        net = prepare_model(item.model.eval(), device, channels_last=channels_last, freeze=freeze)
         members.append(Member(net, Preset.from_dict(item.preset, train=False, tta=tta), amp, channels_last,
                               item.name))
     return members
@@ -105,7 +106,8 @@ def evaluate_command(args) -> int:
     split_name = source.eval_split_name(args.split)
     split = source.split(args.split)
     batches = batch_indices(len(split), args.batch_size, shuffle=False)
-    members = _members(loaded, device, amp=args.amp, channels_last=args.channels_last, tta=args.tta)
+    members = _members(loaded, device, amp=args.amp, channels_last=args.channels_last, tta=args.tta,
+                       freeze=args.freeze)
     results = evaluate(members, EpochLoader(split, batches, workers=args.workers), device, source.num_classes)
     print(format_results(results, source.class_names, fmt=args.format, split=split_name, tta=args.tta,
                          data=source.name, paper=args.paper))
@@ -161,7 +163,7 @@ def format_results(results, class_names, *, fmt: str, split: str, tta: str, data
 def predict_command(args) -> int:
     device = pick_device(args.device)
     item = load_trained(args.checkpoint, model_name=args.model)
-    member = _members([item], device, amp=args.amp, channels_last=False, tta=args.tta)[0]
+    member = _members([item], device, amp=args.amp, channels_last=False, tta=args.tta, freeze=args.freeze)[0]
     channels, base = item.model.input_size[0], item.preset["base_size"]
     k = min(args.top_k, len(item.classes))
     failures, outputs = 0, []
