@@ -115,8 +115,9 @@ def test_cuda_graphs_need_cuda():
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("name, amp", [("alexnet-small", "off"), ("lenet5", "bf16")])
 def test_frozen_inference_computes_the_eager_logits(name, amp):
-    """``freeze`` (evaluate / predict / bench infer --freeze) folds the weights into the compiled graph:
-    the logits are the eager float32 model's, to 1e-4 in float32 and 2e-2 under bf16 autocast."""
+    """``compile_frozen`` (evaluate / predict / bench infer --compile-frozen) folds the weights into the
+    compiled graph: the logits are the eager float32 model's, to 1e-4 in float32 and 2e-2 under bf16
+    autocast."""
     reason = _inductor_compiles()
     if reason:
         pytest.skip(reason)
@@ -125,7 +126,7 @@ def test_frozen_inference_computes_the_eager_logits(name, amp):
     x = torch.randn(4, *model.input_size, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         want = model(x)
-        frozen = runtime.prepare_model(model, CPU, channels_last=True, freeze=True)
+        frozen = runtime.prepare_model(model, CPU, channels_last=True, compile_frozen=True)
         with runtime.autocast(CPU, amp):
             got = frozen(runtime.prepare_input(x, CPU, channels_last=True)).float()
     assert relative_error(got, want) < (2e-2 if amp == "bf16" else 1e-4)

@@ -77,13 +77,14 @@ def load_trained(path: str, *, model_name: str | None = None) -> Loaded:
 
 
 def _members(loaded: list[Loaded], device, *, amp: str, channels_last: bool, tta: str,
-             freeze: bool = False) -> list[Member]:
+             compile_frozen: bool = False) -> list[Member]:
     warning = amp_warning(device, amp)
     if warning:
         print(f"alexnet: {warning}", file=sys.stderr)
     members = []
     for item in loaded:
-        net = prepare_model(item.model.eval(), device, channels_last=channels_last, freeze=freeze)
+        net = prepare_model(item.model.eval(), device, channels_last=channels_last,
+                            compile_frozen=compile_frozen)
         members.append(Member(net, Preset.from_dict(item.preset, train=False, tta=tta), amp, channels_last,
                               item.name))
     return members
@@ -107,7 +108,7 @@ def evaluate_command(args) -> int:
     split = source.split(args.split)
     batches = batch_indices(len(split), args.batch_size, shuffle=False)
     members = _members(loaded, device, amp=args.amp, channels_last=args.channels_last, tta=args.tta,
-                       freeze=args.freeze)
+                       compile_frozen=args.compile_frozen)
     results = evaluate(members, EpochLoader(split, batches, workers=args.workers), device, source.num_classes)
     print(format_results(results, source.class_names, fmt=args.format, split=split_name, tta=args.tta,
                          data=source.name, paper=args.paper))
@@ -163,7 +164,8 @@ def format_results(results, class_names, *, fmt: str, split: str, tta: str, data
 def predict_command(args) -> int:
     device = pick_device(args.device)
     item = load_trained(args.checkpoint, model_name=args.model)
-    member = _members([item], device, amp=args.amp, channels_last=False, tta=args.tta, freeze=args.freeze)[0]
+    member = _members([item], device, amp=args.amp, channels_last=False, tta=args.tta,
+                      compile_frozen=args.compile_frozen)[0]
     channels, base = item.model.input_size[0], item.preset["base_size"]
     k = min(args.top_k, len(item.classes))
     failures, outputs = 0, []
