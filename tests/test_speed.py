@@ -109,3 +109,24 @@ def test_compile(name, fast):
 def test_cuda_graphs_need_cuda():
     with pytest.raises(UserError, match="CUDA graphs"):
         runtime.prepare_model(nn.Linear(2, 2), CPU, cuda_graphs=True)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name, amp", [("alexnet-small", "off"), ("lenet5", "bf16")])
+def test_frozen_inference_computes_the_eager_logits(name, amp):
+    """``compile_frozen`` (evaluate / predict / bench infer --compile-frozen) folds the weights into the
+    compiled graph: the logits are the eager float32 model's, to 1e-4 in float32 and 2e-2 under bf16
+    autocast."""
+    reason = _inductor_compiles()
+    if reason:
+        pytest.skip(reason)
+    torch._dynamo.reset()
+    model = build(name).eval()
+    x = torch.randn(4, *model.input_size, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        want = model(x)
+        frozen = runtime.prepare_model(model, CPU, channels_last=True, compile_frozen=True)
+        with runtime.autocast(CPU, amp):
+            got = frozen(runtime.prepare_input(x, CPU, channels_last=True)).float()
+    assert relative_error(got, want) < (2e-2 if amp == "bf16" else 1e-4)

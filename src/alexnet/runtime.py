@@ -71,7 +71,8 @@ def memory_format(channels_last: bool) -> torch.memory_format:
 
 
 def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool = False,
-                  compile: bool = False, cuda_graphs: bool = False) -> nn.Module:
+                  compile: bool = False, cuda_graphs: bool = False,
+                  compile_frozen: bool = False) -> nn.Module:
     """Move ``model`` to ``device`` (in place) and return the module to call: ``model`` itself, or
     its ``torch.compile``d wrapper. Always save ``model``, never the wrapper.
 
@@ -80,12 +81,19 @@ def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool
     (CUDA only, implies ``compile``) also replays each step as one CUDA graph, which pays when
     kernel launches, not arithmetic, bound the step: small batches, small models. On CUDA
     cuDNN is asked to benchmark its convolution algorithms once per input shape.
+
+    ``compile_frozen`` (inference only: call the result under ``torch.inference_mode`` / ``no_grad``, and
+    not after changing the weights) compiles with Inductor's freezing: the weights become constants
+    of the graph, so convolutions and matmuls get weights prepacked once for oneDNN on the CPU and
+    the constant work (the bf16 casts of the weights under autocast) is done once, not every call.
     """
     if cuda_graphs:
         check_cuda_graphs(device)
     model.to(device=device, memory_format=memory_format(channels_last))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
+    if compile_frozen:  # a mode and options cannot both be given: "reduce-overhead" is triton.cudagraphs
+        return torch.compile(model, options={"freezing": True, "triton.cudagraphs": cuda_graphs})
     if compile or cuda_graphs:
         return torch.compile(model, mode="reduce-overhead" if cuda_graphs else None)
     return model

@@ -3,8 +3,9 @@ same run."""
 
 from __future__ import annotations
 
-from .data import add_parser as add_data
 from ..web.bench import add_parser as add_serve
+from .data import add_parser as add_data
+from .e2e import add_parser as add_e2e
 from .model import add_parsers as add_model
 
 
@@ -14,3 +15,4 @@ def add_parser(sub) -> None:
     add_data(bsub)
     add_model(bsub)
     add_serve(bsub)
+    add_e2e(bsub)

@@ -54,6 +54,9 @@ def add_parsers(bsub) -> None:
         g.add_argument("--compile", action="store_true", help="torch.compile (TorchInductor)")
         g.add_argument("--cuda-graphs", action="store_true",
                        help="compile and replay as CUDA graphs (CUDA only)")
+        if what == "infer":
+            g.add_argument("--compile-frozen", action="store_true",
+                           help="compile with the weights frozen into the graph (oneDNN prepacking)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
         p.add_argument("--threads", type=int,
                        help="CPU threads for every contender (default: torch's choice)")
@@ -98,10 +101,10 @@ class _Contender:
 
     def __init__(self, label: str, model: nn.Module, device: torch.device, x: torch.Tensor, y: torch.Tensor,
                  *, train: bool, amp: str = "off", channels_last: bool = False, compile: bool = False,
-                 cuda_graphs: bool = False):
+                 cuda_graphs: bool = False, compile_frozen: bool = False):
         self.label, self.model, self.train, self.amp, self.device = label, model, train, amp, device
         self.run = runtime.prepare_model(model, device, channels_last=channels_last, compile=compile,
-                                         cuda_graphs=cuda_graphs)
+                                         cuda_graphs=cuda_graphs, compile_frozen=compile_frozen)
         self.x = runtime.prepare_input(x, device, channels_last=channels_last)
         self.y = y.to(device)
         model.train(train)
@@ -145,7 +148,7 @@ def _bench_model(args, *, train: bool) -> int:
     y = torch.randint(0, num_classes, (args.batch_size,), generator=g)
 
     flags = dict(amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-                 cuda_graphs=args.cuda_graphs)
+                 cuda_graphs=args.cuda_graphs, compile_frozen=getattr(args, "compile_frozen", False))
     contenders = [_Contender("ours", ours_model, device, x, y, train=train, **flags)]
     if args.lrn_cost:
         if "lrn" not in model_options(args.model):
@@ -202,7 +205,9 @@ def _bench_model(args, *, train: bool) -> int:
 def _describe(flags: dict) -> str:
     on = [f"autocast {AMP_NAMES[flags['amp']]}" if flags["amp"] != "off" else "float32"]
     on += [name.replace("_", " ") for name in ("channels_last", "compile", "cuda_graphs") if flags[name]]
-    return ", ".join(on) + ("" if flags["compile"] or flags["cuda_graphs"] else ", eager")
+    on += ["compiled with frozen weights"] if flags["compile_frozen"] else []
+    compiled = flags["compile"] or flags["cuda_graphs"] or flags["compile_frozen"]
+    return ", ".join(on) + ("" if compiled else ", eager")
 
 
 def _memory_method(device: torch.device) -> str | None:

@@ -80,6 +80,9 @@ def _common_eval_flags(p) -> None:
                    help="test views: the centre crop, or the paper's ten patches (softmax averaged)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision")
+    p.add_argument("--compile-frozen", action="store_true",
+                   help="compile with the weights frozen into the graph (oneDNN prepacking on the CPU): "
+                        "pays over many batches, costs a compilation first")
 
 
 def add_evaluate_parser(sub) -> None:

@@ -131,13 +131,15 @@ def split_for(item: Loaded, source, split_name: str) -> ImageSet:
     return _ReadByPreset(split, Preset.from_dict(item.preset, train=False))
 
 
-def _members(loaded: list[Loaded], device, *, amp: str, channels_last: bool, tta: str) -> list[Member]:
+def _members(loaded: list[Loaded], device, *, amp: str, channels_last: bool, tta: str,
+             compile_frozen: bool = False) -> list[Member]:
     warning = amp_warning(device, amp)
     if warning:
         print(f"alexnet: {warning}", file=sys.stderr)
     members = []
     for item in loaded:
-        net = prepare_model(item.model.eval(), device, channels_last=channels_last)
+        net = prepare_model(item.model.eval(), device, channels_last=channels_last,
+                            compile_frozen=compile_frozen)
         members.append(Member(net, Preset.from_dict(item.preset, train=False, tta=tta), amp, channels_last,
                               item.name))
     return members
@@ -161,7 +163,8 @@ def evaluate_command(args) -> int:
     split_name = source.eval_split_name(args.split)
     split = split_for(loaded[0], source, args.split)
     batches = batch_indices(len(split), args.batch_size, shuffle=False)
-    members = _members(loaded, device, amp=args.amp, channels_last=args.channels_last, tta=args.tta)
+    members = _members(loaded, device, amp=args.amp, channels_last=args.channels_last, tta=args.tta,
+                       compile_frozen=args.compile_frozen)
     results = evaluate(members, EpochLoader(split, batches, workers=args.workers), device, source.num_classes)
     print(format_results(results, source.class_names, fmt=args.format, split=split_name, tta=args.tta,
                          data=source.name, paper=args.paper))
@@ -229,7 +232,8 @@ def _warn_if_tiny(path, side: int) -> None:
 def predict_command(args) -> int:
     device = pick_device(args.device)
     item = load_trained(args.checkpoint, model_name=args.model)
-    member = _members([item], device, amp=args.amp, channels_last=False, tta=args.tta)[0]
+    member = _members([item], device, amp=args.amp, channels_last=False, tta=args.tta,
+                      compile_frozen=args.compile_frozen)[0]
     channels = item.model.input_size[0]
     reader = Preset.from_dict(item.preset, train=False)
     k = min(args.top_k, len(item.classes))

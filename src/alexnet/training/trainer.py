@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..data import DataSource
 from ..data.loader import EpochLoader, batch_indices, epoch_seed
+from ..data.prefetch import Prefetcher
 from ..data.transforms import Preset
 from ..errors import UserError
 from ..provenance import environment
@@ -211,10 +212,11 @@ class Trainer:
                 return False
 
             t0 = time.perf_counter()
-            stopped = train_one_epoch(self.net, self.optimizer, self.scaler, loader, self.train_preset,
-                                      self.generator, self.device, state=self.state, amp=cfg.amp,
-                                      channels_last=cfg.channels_last, accum_steps=cfg.accum_steps,
-                                      after_step=after_step, progress=bar)
+            with Prefetcher(loader, self.device) as ahead:  # the next batch loads during this step
+                stopped = train_one_epoch(self.net, self.optimizer, self.scaler, ahead, self.train_preset,
+                                          self.generator, self.device, state=self.state, amp=cfg.amp,
+                                          channels_last=cfg.channels_last, accum_steps=cfg.accum_steps,
+                                          after_step=after_step, progress=bar)
             bar.close()
             self.train_seconds += time.perf_counter() - t0
             if stopped:
