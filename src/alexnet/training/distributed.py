@@ -17,6 +17,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (even with one process): DDP over a process group
 
     @property
     def primary(self) -> bool:
@@ -41,7 +42,7 @@ class Dist:
 def compute_init(device_name: str = "auto") -> tuple[Dist, torch.device]:
     """Start the process group when launched by torchrun; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "TORCHELASTIC_RUN_ID" not in os.environ and world <= 1:  # a plain process, not torchrun's
         return Dist(), pick_device(device_name)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name)
@@ -49,7 +50,7 @@ def compute_init(device_name: str = "auto") -> tuple[Dist, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank), device
+    return Dist(rank, world, local_rank, launched=True), device
 
 
 def compute_cleanup() -> None:

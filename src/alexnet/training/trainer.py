@@ -87,7 +87,7 @@ class Trainer:
         else:
             self.net = prepare_model(self.model, device, channels_last=cfg.channels_last, compile=cfg.compile,
                                      cuda_graphs=cfg.cuda_graphs)
-        if dist.world > 1:  # a module on two devices takes device_ids=None
+        if dist.launched:  # torchrun, even with one process; a module on two devices takes device_ids=None
             ids = [device.index] if device.type == "cuda" and not cfg.tower_devices else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.optimizer = build_optimizer(cfg, self.model)
