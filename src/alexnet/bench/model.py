@@ -354,15 +354,15 @@ def _lrn_table(r: dict) -> str:
              f"{m['date']}",
              f"  median of {r['rounds']} alternating calls; ratio = torch time / ours, median of per-round ratios",
              ""]
-    head = f"  {'shape':16s}{'layout':15s}{'pass':9s}" + "".join(f"{n + ' ms':>18s}" for n in names)
-    head += "".join(f"{'x vs torch (' + n + ')':>26s}" for n in ours)
+    head = f"  {'shape':16s}{'layout':15s}{'pass':9s}" + "".join(f"{n + ' ms':>20s}" for n in names)
+    head += "".join(f"{'x vs torch (' + n + ')':>31s}" for n in ours)
     lines.append(head)
     for row in r["rows"]:
         shape = "x".join(map(str, row["shape"]))
         for label, key in (("fwd", "forward"), ("fwd+bwd", "forward_backward")):
             line = f"  {shape:16s}{row['layout']:15s}{label:9s}"
-            line += "".join(f"{row[key + '_ms'][n]:18.1f}" for n in names)
-            line += "".join(f"{row[key + '_ratio'][n]:25.2f}x" for n in ours)
+            line += "".join(f"{row[key + '_ms'][n]:20.1f}" for n in names)
+            line += "".join(f"{row[key + '_ratio'][n]:30.2f}x" for n in ours)
             lines.append(line)
     worst = max(d for row in r["rows"] for d in row["max_rel_diff"].values())
     lines.append(f"\n  largest difference from torch's output: {worst:.1e} of its largest value")
