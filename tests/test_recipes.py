@@ -40,7 +40,7 @@ PUBLISHED = {
     "torchvision": {"batch_size": 256, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "step_size": 30,
                     "lr_factor": 0.1, "epochs": 90, "crop": "random-resized", "normalize": "imagenet"},
 }
-MODEL_OPTIONS = {"caffe": {"init": "caffe", "lrn_mode": "caffe"},
+MODEL_OPTIONS = {"caffe": {"init": "caffe", "lrn_mode": "caffe", "lrn_per_tower": False},
                  "cuda-convnet2": {"lrn_mode": "cuda-convnet", "lrn_order": "cuda-convnet2"}}
 
 

@@ -101,6 +101,8 @@ class AlexNet2012(ImageClassifier):
             every channel (62,378,344 parameters). The paper's -1.7% / -1.2% compares with a one-tower
             net that also had half the kernels.
         init: "paper", "caffe", "kaiming" or "torch" (see :func:`init_weights`).
+        lrn_per_tower: with two towers, each LRN window stays inside its tower's maps (cuda-convnet2's
+            two-GPU layer files); False normalizes across all maps, as Caffe's bvlc_alexnet does.
         lrn_order: where LRN sits after conv1 and conv2: "paper" (ReLU, LRN, pool), "cuda-convnet2"
             (conv1: LRN before the ReLU, as Krizhevsky's layer files) or "caffenet" (ReLU, pool, LRN).
         dropout_form: "paper" (section 4.2 and cuda-convnet2: no rescaling at training time, x(1-p) at
@@ -115,7 +117,8 @@ class AlexNet2012(ImageClassifier):
 
     def __init__(self, num_classes: int = 1000, *, activation: str = "relu", lrn: bool = True,
                  lrn_mode: str = "paper", overlap_pool: bool = True, dropout: float = 0.5,
-                 towers: int = 2, init: str = "paper", dropout_form: str = "paper", lrn_order: str = "paper"):
+                 towers: int = 2, init: str = "paper", dropout_form: str = "paper", lrn_order: str = "paper",
+                 lrn_per_tower: bool = True):
         super().__init__()
         if lrn_order not in LRN_ORDERS:
             raise ValueError(f"lrn_order must be one of {', '.join(LRN_ORDERS)}, got {lrn_order!r}")
@@ -126,7 +129,8 @@ class AlexNet2012(ImageClassifier):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         act = lambda: make_activation(activation)  # noqa: E731
         pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
-        norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=towers) if lrn else None  # noqa: E731
+        lrn_groups = towers if lrn_per_tower else 1
+        norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=lrn_groups) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
         g = self.towers = towers
         make = {"act": act, "norm": norm, "pool": pool}
