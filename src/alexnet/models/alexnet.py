@@ -105,9 +105,9 @@ class AlexNet2012(ImageClassifier):
             two-GPU layer files); False normalizes across all maps, as Caffe's bvlc_alexnet does.
         lrn_order: where LRN sits after conv1 and conv2: "paper" (ReLU, LRN, pool), "cuda-convnet2"
             (conv1: LRN before the ReLU, as Krizhevsky's layer files) or "caffenet" (ReLU, pool, LRN).
-        dropout_form: "paper" (section 4.2 and cuda-convnet2: no rescaling at training time, x(1-p) at
-            test time; the default here) or "inverted" (PyTorch's: x1/(1-p) at training time); see
-            :mod:`alexnet.models.dropout`.
+        dropout_form: "inverted" (PyTorch's: x1/(1-p) at training time; the default) or "paper"
+            (section 4.2 and cuda-convnet2: no rescaling at training time, x(1-p) at test time); see
+            :mod:`alexnet.models.dropout` and docs/models.md for why the default is not the paper's.
     """
 
     name = "alexnet2012"
@@ -117,8 +117,8 @@ class AlexNet2012(ImageClassifier):
 
     def __init__(self, num_classes: int = 1000, *, activation: str = "relu", lrn: bool = True,
                  lrn_mode: str = "paper", overlap_pool: bool = True, dropout: float = 0.5,
-                 towers: int = 2, init: str = "paper", dropout_form: str = "paper", lrn_order: str = "paper",
-                 lrn_per_tower: bool = True):
+                 towers: int = 2, init: str = "paper", dropout_form: str = "inverted",
+                 lrn_order: str = "paper", lrn_per_tower: bool = True):
         super().__init__()
         if lrn_order not in LRN_ORDERS:
             raise ValueError(f"lrn_order must be one of {', '.join(LRN_ORDERS)}, got {lrn_order!r}")
