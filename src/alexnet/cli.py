@@ -15,6 +15,7 @@ from .cliargs import format_table, parse_input_size, parse_kv
 from . import __version__
 from .bench import add_parser as add_bench
 from .data.cli import add_parser as add_data
+from .experiments import add_parser as add_experiment
 from .models import create_model, data_options, list_models, model_cfg, model_options
 from .models.summary import summarize
 from .training.cli import add_evaluate_parser, add_predict_parser, add_train_parser
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data(sub)
     add_bench(sub)
     add_serve(sub)
+    add_experiment(sub)
     return parser
 
 
