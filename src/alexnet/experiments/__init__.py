@@ -16,7 +16,9 @@ from .ablations import ABLATIONS, ablations
 from .ablations import EPOCHS as ABLATION_EPOCHS
 from .fig1 import EPOCHS as FIG1_EPOCHS
 from .fig1 import LRS, fig1
+from .fig3 import TRAIN_EPOCHS as FIG3_EPOCHS
 from .fig3 import fig3
+from .fig4 import TRAIN_EPOCHS as FIG4_EPOCHS
 from .fig4 import fig4
 from .lab import BATCH_SIZES, lab
 from .lab import EPOCHS as LAB_EPOCHS
@@ -117,7 +119,7 @@ def _run_fig3(a) -> int:
         model_name=a.weights_model,
         data=a.data,
         model=a.model,
-        epochs=a.epochs,
+        epochs=a.epochs or FIG3_EPOCHS,
         seed=a.seed,
         out=a.out,
         device=a.device,
@@ -132,7 +134,7 @@ def _run_fig4(a) -> int:
         a.run,
         data=a.data,
         model=a.model,
-        epochs=a.epochs,
+        epochs=a.epochs or FIG4_EPOCHS,
         seed=a.seed,
         images=a.images,
         neighbours=a.neighbours,
@@ -216,7 +218,7 @@ def add_parser(sub) -> None:
         "source", nargs="?", metavar="RUN_OR_WEIGHTS", help="run folder, checkpoint or weights file"
     )
     e.add_argument("--weights-model", help="model name for a plain weights file (e.g. alexnet-owt)")
-    _common(e, model="alexnet-small", epochs="the recipe's", seeds=False)
+    _common(e, model="alexnet-small", epochs=str(FIG3_EPOCHS), seeds=False)
     e.add_argument("--seed", type=int, default=0, help="seed of the run trained when no source is given")
     e.set_defaults(func=_run_fig3)
 
@@ -227,7 +229,7 @@ def add_parser(sub) -> None:
         "first. The fc7 index is cached in the run folder.",
     )
     e.add_argument("run", nargs="?", metavar="RUN_DIR", help="run folder")
-    _common(e, model="alexnet-small", epochs="the recipe's", seeds=False)
+    _common(e, model="alexnet-small", epochs=str(FIG4_EPOCHS), seeds=False)
     e.add_argument("--seed", type=int, default=0, help="seed of the run trained when no run is given")
     e.add_argument("--images", type=int, default=8, help="test images shown (default: 8)")
     e.add_argument("--neighbours", type=int, default=6, help="neighbours per image (default: 6)")

@@ -17,6 +17,8 @@ from ..training.inference import load_trained
 from ..viz import plot_conv1
 from .common import ALPHA, Report, data_slug, md_table
 
+TRAIN_EPOCHS = 10  # the run trained when none is given
+
 
 def _first_conv(model):
     import torch
@@ -30,7 +32,7 @@ def fig3(
     model_name: str | None = None,
     data: str = "digits",
     model: str = "alexnet-small",
-    epochs: int | None = None,
+    epochs: int = TRAIN_EPOCHS,
     seed: int = 0,
     out: str | None = None,
     device: str = "auto",
@@ -41,7 +43,7 @@ def fig3(
     loaded = None
     if source is None:
         out = out or f"experiments/fig3-{data_slug(data)}"
-        common = {"data": data, "model": model, "device": device, **({"epochs": epochs} if epochs else {})}
+        common = {"data": data, "model": model, "device": device, "epochs": epochs}
         report = Report(Path(out), "fig3", common, 0, quiet=quiet)
         report.add_epochs(report.expected_config("run", {"seed": seed})["epochs"])
         try:
@@ -82,7 +84,7 @@ def fig3(
             "towers": towers,
             "kernel_shape": list(conv.weight.shape),
             "per_tower": stats,
-            "chroma": [float(c) for c in chroma],
+            "chroma": [None if c != c else float(c) for c in chroma.tolist()],  # NaN: one channel
             "tower_difference": test,
         }
         path = report.finish(markdown(numbers), numbers)

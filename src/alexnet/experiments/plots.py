@@ -76,7 +76,7 @@ def plot_fig4(items: list[dict], path: Path, title: str = "") -> Path:
     images in fc7 space (each with its class and distance)."""
     k = max(len(it["neighbours"]) for it in items)
     fig = Figure(figsize=(2.2 + 2.6 + 1.1 * k, 1.35 * len(items) + 0.5))
-    grid = fig.add_gridspec(len(items), 2 + k, width_ratios=[1, 2.2] + [1] * k, wspace=0.15, hspace=0.35)
+    grid = fig.add_gridspec(len(items), 2 + k, width_ratios=[1, 2.2] + [1] * k, wspace=0.3, hspace=0.4)
     for i, it in enumerate(items):
         ax = fig.add_subplot(grid[i, 0])
         _show(ax, it["image"])
