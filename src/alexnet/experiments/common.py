@@ -285,11 +285,9 @@ class Report:
             "wall_seconds": seconds,
         }
         atomic_write_json(self.path / "results.json", numbers)
-        footer = (
-            f"\n\n---\n{len(self.trained)} run(s) trained, {len(self.reused)} reused from an earlier "
-            f"invocation; {seconds:.0f} s wall. Every run is in `runs/`; the raw numbers are in "
-            "`results.json`.\n"
-        )
+        runs = (f"{len(self.trained)} run(s) trained, {len(self.reused)} reused from an earlier invocation "
+                "(every run is in `runs/`); " if self.trained or self.reused else "")
+        footer = f"\n\n---\n{runs}{seconds:.0f} s wall. The raw numbers are in `results.json`.\n"
         atomic_write_text(self.path / "report.md", markdown.rstrip() + footer)
         print(f"report: {self.path / 'report.md'}")
         return self.path
