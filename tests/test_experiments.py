@@ -200,11 +200,11 @@ def test_an_interrupted_experiment_reuses_its_finished_runs(ablation_report, cou
     (out / "runs" / "no-lrn-seed1" / "results.json").unlink()
     before = {p.name: (p / "results.json").stat().st_mtime_ns for p in (out / "runs").iterdir()
               if (p / "results.json").exists()}
-    result = ablations(**again)
+    ablations(**again)
     assert count_trainings == [str(out / "runs" / "no-lrn-seed1")]  # only it, resumed from its checkpoint
     after = {name: (out / "runs" / name / "results.json").stat().st_mtime_ns for name in before}
     assert after == before
-    assert result["runs_reused"] == ["baseline-seed0", "baseline-seed1", "no-lrn-seed0"]
+    assert _json(out / "results.json")["runs_reused"] == ["baseline-seed0", "baseline-seed1", "no-lrn-seed0"]
     # other options in the same folder are refused, nothing is deleted
     with pytest.raises(UserError, match="other options"):
         ablations(**{**again, "epochs": 2})

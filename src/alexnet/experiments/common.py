@@ -91,7 +91,9 @@ def compare(a: list[float], b: list[float], *, paired: bool = False) -> dict:
         else statistics.pvariance([y - x for x, y in zip(a, b)]) > 0
     )
     if not with_spread:  # identical values on every seed: either no difference or an exact one
-        return {"diff": diff, "p": 1.0 if diff == 0 else 0.0, "real": diff != 0}
+        if diff == 0:
+            return {"diff": diff, "p": 1.0, "real": False}
+        return {"diff": diff, "p": None, "real": None, "constant": True}  # no spread: no test
     test = st.ttest_rel(b, a) if paired else st.ttest_ind(b, a, equal_var=False)
     p = float(test.pvalue)
     return {"diff": diff, "p": p, "real": p < ALPHA}
@@ -101,6 +103,8 @@ def verdict(c: dict, *, unit: str = " points", scale: float = 100) -> str:
     """The words for a :func:`compare` result: ``"+1.20 points (p = 0.01)"`` or ``"..., within noise"``
     (``scale`` 100: rates shown as percentage points)."""
     d = f"{scale * c['diff']:+.2f}{unit}"
+    if c.get("constant"):
+        return f"{d} on every seed (no spread: no test)"
     if c["real"] is None:
         return f"{d} (one seed: no spread to judge by)"
     return f"{d} (p = {c['p']:.2g})" if c["real"] else f"{d}, within noise (p = {c['p']:.2g})"

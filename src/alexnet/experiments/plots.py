@@ -35,11 +35,11 @@ def plot_fig1(runs: dict, lrs: dict, threshold: float, path: Path, title: str = 
         )
     ax.axhline(100 * threshold, color="gray", linestyle=":", linewidth=1)
     ax.text(1, 100 * threshold, f" {100 * threshold:g}%", va="bottom", color="gray", fontsize=8)
-    ax.set(
-        xlabel="epoch", ylabel="training error (%)", yscale="log", title=title or "training error per epoch"
-    )
+    ax.set(xlabel="epoch", ylabel="training error (%)", title=title or "training error per epoch")
+    ax.set_ylim(bottom=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.legend()
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
