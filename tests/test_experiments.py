@@ -318,3 +318,18 @@ def test_lab_numbers(tmp_path):
     assert "one seed" in text  # no spread: no claim
     for png in ("dropout.png", "batch_sweep.png"):
         assert (Path(out["report"]) / png).stat().st_size > 10_000
+
+
+def test_a_stopped_experiment_says_how_to_continue(monkeypatch, capsys):
+    import signal
+
+    import alexnet.experiments as experiments
+    from alexnet.training.launch import TrainingStopped
+
+    def stopped(**_):
+        raise TrainingStopped(signal.SIGTERM, Path("experiments/fig1-digits/runs/relu-lr0.01-seed0"))
+
+    monkeypatch.setattr(experiments, "fig1", stopped)
+    assert main(["experiment", "fig1"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run the same command again to continue" in err[0]

@@ -9,9 +9,12 @@ after an interruption: finished runs are reused, an interrupted one continues fr
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 from ..cliargs import parse_kv
 from ..errors import UserError
+from ..training.launch import TrainingStopped
 from .ablations import ABLATIONS, ablations
 from .ablations import EPOCHS as ABLATION_EPOCHS
 from .fig1 import EPOCHS as FIG1_EPOCHS
@@ -24,6 +27,20 @@ from .lab import BATCH_SIZES, lab
 from .lab import EPOCHS as LAB_EPOCHS
 
 __all__ = ["fig1", "ablations", "fig3", "fig4", "lab", "add_parser"]
+
+
+def _stoppable(run):
+    """Ctrl-C / SIGTERM stop the current run after saving it: one line, and how to continue."""
+
+    def call(args) -> int:
+        try:
+            return run(args)
+        except TrainingStopped as e:
+            print(f"alexnet: stopped by {signal.Signals(e.signum).name} in {e.run_dir}; run the same command "
+                  "again to continue (finished runs are reused)", file=sys.stderr)
+            return 128 + e.signum
+
+    return call
 
 
 def _positive(value: int | None, flag: str) -> None:
@@ -192,7 +209,7 @@ def add_parser(sub) -> None:
     )
     e.add_argument("--batch-size", type=int, help="images per step (default: the recipe's)")
     e.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option, repeatable")
-    e.set_defaults(func=_run_fig1)
+    e.set_defaults(func=_stoppable(_run_fig1))
 
     e = esub.add_parser(
         "ablations",
@@ -206,7 +223,7 @@ def add_parser(sub) -> None:
     e.add_argument(
         "--opt", action="append", metavar="KEY=VALUE", help="model option for every run, repeatable"
     )
-    e.set_defaults(func=_run_ablations)
+    e.set_defaults(func=_stoppable(_run_ablations))
 
     e = esub.add_parser(
         "fig3",
@@ -220,7 +237,7 @@ def add_parser(sub) -> None:
     e.add_argument("--weights-model", help="model name for a plain weights file (e.g. alexnet-owt)")
     _common(e, model="alexnet-small", epochs=str(FIG3_EPOCHS), seeds=False)
     e.add_argument("--seed", type=int, default=0, help="seed of the run trained when no source is given")
-    e.set_defaults(func=_run_fig3)
+    e.set_defaults(func=_stoppable(_run_fig3))
 
     e = esub.add_parser(
         "fig4",
@@ -233,7 +250,7 @@ def add_parser(sub) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of the run trained when no run is given")
     e.add_argument("--images", type=int, default=8, help="test images shown (default: 8)")
     e.add_argument("--neighbours", type=int, default=6, help="neighbours per image (default: 6)")
-    e.set_defaults(func=_run_fig4)
+    e.set_defaults(func=_stoppable(_run_fig4))
 
     e = esub.add_parser(
         "lab",
@@ -247,4 +264,4 @@ def add_parser(sub) -> None:
         default=BATCH_SIZES,
         help=f"batch sizes to sweep (default: {','.join(map(str, BATCH_SIZES))})",
     )
-    e.set_defaults(func=_run_lab)
+    e.set_defaults(func=_stoppable(_run_lab))
