@@ -15,6 +15,7 @@ from .cliargs import format_table, parse_input_size, parse_kv
 from . import __version__
 from .bench import add_parser as add_bench
 from .data.cli import add_parser as add_data
+from .experiments import add_parser as add_experiment
 from .export import add_parser as add_export
 from .features import add_parser as add_features
 from .models import check_options, create_model, data_options, list_models, model_cfg, model_options
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve(sub)
     add_export(sub)
     add_features(sub)
+    add_experiment(sub)
     return parser
 
 

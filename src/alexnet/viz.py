@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from .files import atomic_write
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG, atomically."""
     path = Path(path)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     return path
@@ -37,7 +38,7 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
         ax.legend()
     for ax in (ax_loss, ax_acc, ax_lr):
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def kernel_grid(weight: torch.Tensor, columns: int = 16, gap: int = 1) -> np.ndarray:
@@ -71,7 +72,7 @@ def plot_conv1(weight: torch.Tensor, path: str | Path, towers: int = 1, title: s
             ax.set_title(f"tower {i + 1}: kernels {i * len(half) + 1}-{(i + 1) * len(half)}", fontsize=9)
     o, c, kh, kw = weight.shape
     fig.suptitle(title or f"conv1: {o} learned kernels of size {kh}x{kw}x{c}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | Path,
@@ -95,4 +96,4 @@ def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | 
         ax.set_yticks(range(k), class_names)
     ax.set(xlabel="predicted class", ylabel="true class",
            title=title or f"confusion matrix ({cm.sum()} images, {np.trace(cm)} correct)")
-    return _save(fig, path)
+    return save_figure(fig, path)

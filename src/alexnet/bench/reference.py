@@ -90,11 +90,34 @@ def lenet5(num_classes: int = 10, in_chans: int = 1, img_size: int = 28) -> nn.S
     )
 
 
+class _MapNorm(nn.Module):
+    """cuda-convnet's within-map ``rnorm`` (size 3, scale 5e-5, power 0.75) as a sum by a ones kernel."""
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        ones = x.new_ones(x.shape[1], 1, 3, 3)
+        window = F.conv2d(x * x, ones, padding=1, groups=x.shape[1])  # zero-padded 3x3 sums
+        return x / (1 + 5e-5 / 9 * window) ** 0.75
+
+
+def convnet18(num_classes: int = 10) -> nn.Sequential:
+    """cuda-convnet's layers-18pct.cfg at 3x32x32: pools round up (32 -> 16 -> 8 -> 4)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), _MapNorm(),
+        nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True), _MapNorm(),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, num_classes),
+    )
+
+
 REFERENCES = {
     "alexnet2012": alexnet2012,
     "alexnet-owt": alexnet_owt,
     "alexnet-small": alexnet_small,
     "lenet5": lenet5,
+    "convnet18": convnet18,
 }
 
 

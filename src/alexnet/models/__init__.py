@@ -8,6 +8,7 @@ from typing import Callable
 from ..errors import UserError
 from .alexnet import AlexNet2012, AlexNetOWT
 from .base import ImageClassifier, ModelCfg
+from .convnet import ConvNet18
 from .lrn import LocalResponseNorm, local_response_norm
 from .small import AlexNetSmall, LeNet5
 
@@ -16,6 +17,7 @@ _REGISTRY: dict[str, Callable[..., ImageClassifier]] = {
     "alexnet-owt": AlexNetOWT,
     "alexnet-small": AlexNetSmall,
     "lenet5": LeNet5,
+    "convnet18": ConvNet18,  # the four-layer CIFAR-10 net of Figure 1 (cuda-convnet layers-18pct.cfg)
 }
 
 

@@ -1,0 +1,185 @@
+"""Figure 4: test images with their top-5 predictions, and the training images nearest to them in fc7
+space (Euclidean distance, section 6.1), as one PNG grid.
+
+Everything comes from :mod:`alexnet.analysis` (the module ``alexnet predict`` and ``alexnet serve``
+use): :class:`~alexnet.analysis.Explainer` for the top-5 and the fc7 vector of each test image,
+:func:`~alexnet.analysis.train_index` for the training split's fc7 index, built once per checkpoint
+and cached in the run folder (``embeddings-fc7.pt``). The report also counts how often a neighbour
+has the query's class, against what classes drawn at random would give.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..analysis import Explainer, train_index
+from ..data import build_source
+from ..errors import UserError
+from ..runtime import pick_device
+from ..training.checkpoint import find_checkpoint
+from ..training.inference import load_trained
+from .common import Report, data_slug, md_table
+
+IMAGES = 8
+TRAIN_EPOCHS = 10  # the run trained when none is given: about 98% test accuracy on digits
+NEIGHBOURS = 6
+
+
+def pick_images(n_total: int, n: int) -> list[int]:
+    """``n`` test images evenly spaced over the split (deterministic, covering every class of a
+    split sorted or stratified by class)."""
+    n = min(n, n_total)
+    return torch.linspace(0, n_total - 1, n).round().long().unique().tolist()
+
+
+def fig4(
+    run: str | None = None,
+    *,
+    data: str = "digits",
+    model: str = "alexnet-small",
+    epochs: int = TRAIN_EPOCHS,
+    seed: int = 0,
+    images: int = IMAGES,
+    neighbours: int = NEIGHBOURS,
+    out: str | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+) -> dict:
+    """Figure 4 for the run folder ``run``, or for a run of ``model`` on ``data`` trained first."""
+    if images < 1 or neighbours < 1:
+        raise UserError("--images and --neighbours must be >= 1")
+    if run is None:
+        out = out or f"experiments/fig4-{data_slug(data)}"
+        report = Report(
+            Path(out),
+            "fig4",
+            {"data": data, "model": model, "device": device, "epochs": epochs},
+            0,
+            quiet=quiet,
+        )
+        report.add_epochs(report.expected_config("run", {"seed": seed})["epochs"])
+    else:
+        if not Path(run).is_dir():
+            raise UserError(f"fig4 takes a run folder (its fc7 index is cached there), got {run}")
+        load_trained(run)  # a bad run fails before a folder is made
+        out = out or f"experiments/fig4-{Path(run).resolve().name}"
+        report = Report(Path(out), "fig4", {}, 0, quiet=True)
+    try:
+        if run is None:
+            run = report.run(f"seed{seed}", seed=seed)["run_dir"]
+        loaded = load_trained(run)
+        if loaded.data is None:
+            raise UserError(f"{run} does not record its data set")
+        source = build_source(loaded.data)
+        explainer = Explainer(loaded, pick_device(device))
+        report.progress.note("fc7 index")
+        index = train_index(explainer, source.split("train"), find_checkpoint(run), cache_dir=run)
+        test, train = source.split("test"), source.split("train")
+        items = []
+        for i in pick_images(len(test), images):
+            image, label = test[i]
+            if image is None:
+                continue
+            ex = explainer.explain(image, k=min(5, len(loaded.classes)), maps=False, cam=False)
+            found = index.search(ex.embedding, neighbours)
+            nbs = [
+                {
+                    "train_index": nb.index,
+                    "label": nb.label,
+                    "name": loaded.class_names[nb.label],
+                    "distance": nb.distance,
+                    "image": train[nb.index][0],
+                }
+                for nb in found
+            ]
+            items.append(
+                {
+                    "test_index": i,
+                    "label": label,
+                    "true_name": loaded.class_names[label],
+                    "image": explainer.crop(image),
+                    "top": ex.top,
+                    "neighbours": nbs,
+                }
+            )
+        from .plots import plot_fig4
+
+        plot_fig4(
+            items,
+            report.path / "fig4.png",
+            title=f"{loaded.name}: top-5 and nearest training images in fc7 space",
+        )
+        numbers = summarize(items, index.labels, len(loaded.classes))
+        numbers.update(
+            {
+                "experiment": "fig4",
+                "run": str(run),
+                "data": loaded.data,
+                "index_images": len(index),
+                "fc7_dim": int(index.features.shape[1]),
+            }
+        )
+        path = report.finish(markdown(numbers), numbers)
+    except BaseException:
+        report.abort()
+        raise
+    return {**numbers, "report": str(path)}
+
+
+def summarize(items: list[dict], train_labels: torch.Tensor, num_classes: int) -> dict:
+    freq = torch.bincount(train_labels, minlength=num_classes).double() / len(train_labels)
+    same = [
+        sum(nb["label"] == it["label"] for nb in it["neighbours"]) / len(it["neighbours"]) for it in items
+    ]
+    chance = [float(freq[it["label"]]) for it in items]
+    return {
+        "images": [
+            {
+                "test_index": it["test_index"],
+                "label": it["label"],
+                "top": it["top"],
+                "correct": it["top"][0]["index"] == it["label"],
+                "neighbours": [{k: v for k, v in nb.items() if k != "image"} for nb in it["neighbours"]],
+            }
+            for it in items
+        ],
+        "neighbour_same_class": sum(same) / len(same),
+        "chance_same_class": sum(chance) / len(chance),
+    }
+
+
+def markdown(n: dict) -> str:
+    lines = [
+        f"# Figure 4: predictions and fc7 neighbours ({n['run']})",
+        "",
+        "Each row: a test image (centre crop); its top-5 classes (green, marked *, when the true class "
+        "is among them); the training images nearest in fc7 space by Euclidean distance, nearest first "
+        "(red caption: another class). The fc7 index holds "
+        f"{n['index_images']} training images ({n['fc7_dim']}-d vectors), built once and cached in the "
+        "run folder.",
+        "",
+        "![fig4](fig4.png)",
+        "",
+    ]
+    rows = [
+        [
+            im["test_index"],
+            _top1(im),
+            "yes" if im["correct"] else "no",
+            ", ".join(f"{nb['name']} ({nb['distance']:.1f})" for nb in im["neighbours"]),
+        ]
+        for im in n["images"]
+    ]
+    lines += [md_table(["test image", "top-1 (p)", "correct", "neighbours (distance)"], rows), ""]
+    lines.append(
+        f"Neighbours of the query's class: {100 * n['neighbour_same_class']:.1f}% (classes drawn at "
+        f"the training split's frequencies: {100 * n['chance_same_class']:.1f}%)."
+    )
+    return "\n".join(lines)
+
+
+def _top1(im: dict) -> str:
+    t = im["top"][0]
+    return f"{t['name']} ({100 * t['probability']:.1f}%)"
