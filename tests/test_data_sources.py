@@ -157,7 +157,9 @@ def test_specs_that_are_not_datasets(tmp_path):
     one_line_error("/nowhere/at/all", "no such file or folder")
     one_line_error(f"mnist:{tmp_path}/missing", "no such file or folder")
     one_line_error(str(tmp_path), "cannot tell what dataset")
-    one_line_error("synthetic:classes=3,colour=red", "KEY=VALUE")
+    one_line_error("synthetic:classes=3,colour=red", r"unknown key\(s\) colour")
+    one_line_error("synthetic:classes=3,seed", "KEY=VALUE")
+    one_line_error("digits:classes=4-12", "distinct digits 0-9")
     one_line_error("synthetic:classes=999", "at most 144")
     assert parse_spec("digits") == ("digits", "")
 

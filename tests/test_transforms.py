@@ -28,8 +28,8 @@ def test_crop_batch_equals_slicing_and_flipping():
 def test_ten_crop_views_are_the_papers_ten_patches():
     img = quadrant_image(8)
     norm = Normalization.per_channel([0, 0, 0])
-    preset = Preset(train=False, crop=5, base_size=8, norm=norm, tta="10crop")
-    views = preset(img[None])[0]  # (10, 3, 5, 5)
+    preset = Preset(train=False, crop=5, base_size=8, norm=norm, tta="10crop", flip=True)
+    views = preset(img[None])[0]  # (10, 3, 5, 5): trained with mirrors, tested with them
     c = 5
     expected = [img[:, :c, :c], img[:, :c, -c:], img[:, -c:, :c], img[:, -c:, -c:], img[:, 1:1 + c, 1:1 + c]]
     expected += [e.flip(-1) for e in expected]
