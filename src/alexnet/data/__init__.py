@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 from ..cliargs import parse_kv
+from ..errors import UserError
 from .base import DataError, DataSource, ImageSet, TensorImageSet
 from .loader import Batch, EpochLoader, batch_indices
 from .transforms import Lighting, Normalization, Preset
@@ -73,7 +74,10 @@ def detect_kind(path: str) -> str:
 
 
 def _synthetic_options(text: str) -> dict:
-    options = parse_kv(filter(None, text.split(",")), what="synthetic option")
+    try:
+        options = parse_kv(filter(None, text.split(",")), what="synthetic option")
+    except UserError as e:
+        raise DataError(f"synthetic: {e}") from None
     unknown = sorted(set(options) - set(SYNTHETIC_KEYS))
     if unknown:
         raise DataError(f"synthetic: unknown key(s) {', '.join(unknown)}; expected "
