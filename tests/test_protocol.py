@@ -9,10 +9,11 @@ rule, ten-patch testing) and changes only what the size of the run forces:
   so small a problem (measured: train loss 6.5 in the first epoch, then stuck at chance); 0.001
   sits at chance for about four epochs, as the paper's init and biases of 1 tend to, then learns;
 - EPOCHS epochs instead of 90, and a plateau patience of PATIENCE epochs instead of 4. Measured on a
-  2-core AMD EPYC VM with torch 2.13.0+cpu (2026-11-23), the run drops the lr after epoch 13 (val
-  error 17.5% at epoch 11, then two epochs worse) and ends with 17.5% 10-crop error (chance: 90%);
-  the test replays the plateau rule from the recorded val errors, so it checks every drop (and every
-  non-drop), wherever they fall;
+  2-core Intel Xeon VM with torch 2.13.0+cpu (2026-11-23, per-tower LRN, inverted dropout), val top-1
+  is 10.0, 11.2, 10.0, 22.5, 41.2% after epochs 1-5; the test replays the plateau rule from the
+  recorded val errors, so it checks every drop (and every non-drop), wherever they fall;
+- the reported split is val (the synthetic folder has no test split), so the run reports its last
+  weights, not the best-on-val ones;
 - channels-last memory layout, which changes the speed, not the result.
 """
 
