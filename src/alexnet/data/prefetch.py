@@ -77,7 +77,7 @@ class Prefetcher:
             for batch in it:
                 if self.cuda:  # an asynchronous copy needs page-locked memory
                     batch = Batch(_pinned(batch.images), _pinned(batch.labels), batch.skipped)
-                if not _put(q, batch, stop):
+                if not _put(q, batch, stop) or stop.is_set():  # told to stop: read no further batch
                     return
             _put(q, _END, stop)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
