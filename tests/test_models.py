@@ -66,6 +66,27 @@ def test_published_parameter_counts():
     assert n_params(create_model("lenet5", num_classes=10, img_size=32)) == 156 + 2416 + 48120 + 10164 + 850
 
 
+def test_the_papers_one_gpu_comparison_net():
+    """towers=1, width=0.5: half the kernels of conv1-conv4, conv5 and the fully connected layers kept
+    (Krizhevsky et al. 2012, section 3.2 and footnote 2), counted by hand."""
+    m = create_model("alexnet2012", towers=1, width=0.5)
+    convs = [(m.features.get_submodule(n).in_channels, m.features.get_submodule(n).out_channels)
+             for n in ("conv1", "conv2", "conv3", "conv4", "conv5")]
+    assert convs == [(3, 48), (48, 128), (128, 192), (192, 192), (192, 256)]
+    by_hand = (3 * 11 * 11 * 48 + 48) + (48 * 5 * 5 * 128 + 128) + (128 * 9 * 192 + 192) \
+        + (192 * 9 * 192 + 192) + (192 * 9 * 256 + 256) + (9216 * 4096 + 4096) + (4096 * 4096 + 4096) \
+        + (4096 * 1000 + 1000)
+    assert n_params(m) == by_hand == 59_798_312  # "bigger than half the size", as the footnote says
+    assert m.features.norm1.groups == 1 and m(torch.randn(1, 3, 227, 227)).shape == (1, 1000)
+    small = create_model("alexnet-small", towers=1, width=0.5)
+    widths = [small.features.get_submodule(f"conv{i}").out_channels for i in range(1, 6)]
+    assert widths == [32, 64, 96, 96, 128]
+    assert create_model("alexnet-small", width=2).features.conv1.out_channels == 128
+    for bad in (0.3, 0, -1, 5):  # 0.3 x 96 = 28.8 kernels; towers must share whole ones
+        with pytest.raises(ModelError, match="width"):
+            create_model("alexnet2012", width=bad)
+
+
 def test_alexnet2012_layer_shapes_match_the_paper_table():
     s = summarize(create_model("alexnet2012"))
     shapes = {r.name.split(".")[-1]: r.shape_text for r in s.rows}

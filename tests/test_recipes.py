@@ -40,8 +40,15 @@ PUBLISHED = {
     "torchvision": {"batch_size": 256, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "step_size": 30,
                     "lr_factor": 0.1, "epochs": 90, "crop": "random-resized", "normalize": "imagenet"},
 }
-MODEL_OPTIONS = {"caffe": {"init": "caffe", "lrn_mode": "caffe", "lrn_per_tower": False},
-                 "cuda-convnet2": {"lrn_mode": "cuda-convnet", "lrn_order": "cuda-convnet2"}}
+# Caffe's src/caffe/layers/dropout_layer.cpp scales the kept units by 1 / (1 - p) in training and copies
+# in testing (inverted); cuda-convnet2 and the paper (section 4.2) drop without rescaling and halve at
+# test time; torchvision's AlexNet uses nn.Dropout (inverted).
+MODEL_OPTIONS = {"paper": {"dropout_form": "paper"},
+                 "caffe": {"init": "caffe", "lrn_mode": "caffe", "lrn_per_tower": False,
+                           "dropout_form": "inverted"},
+                 "cuda-convnet2": {"lrn_mode": "cuda-convnet", "lrn_order": "cuda-convnet2",
+                                   "dropout_form": "paper"},
+                 "torchvision": {"dropout_form": "inverted"}}
 
 
 @pytest.fixture(scope="module")

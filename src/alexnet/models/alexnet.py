@@ -43,6 +43,23 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name](inplace=True) if name == "relu" else ACTIVATIONS[name]()
 
 
+def scaled_kernels(counts: tuple[int, ...], width: float, towers: int) -> tuple[int, ...]:
+    """The kernel counts of conv1-conv4 times ``width``, each a whole number the towers can share.
+
+    conv5 and the fully connected layers are not scaled: the paper's one-GPU comparison net "has the
+    same number of kernels as the two-GPU net in the final convolutional layer" and does not halve
+    "the fully-connected layers which follow" (Krizhevsky et al. 2012, section 3.2, footnote 2).
+    """
+    if not (isinstance(width, (int, float)) and 0 < width <= 4):
+        raise ValueError(f"width must be in (0, 4], got {width!r}")
+    scaled = tuple(round(c * width) for c in counts)
+    for base, got in zip(counts, scaled):
+        if got < towers or got % towers or abs(got - base * width) > 1e-9:
+            raise ValueError(f"width {width} gives {base * width:g} kernels for a layer of {base}: it must "
+                             f"give a whole number divisible by towers={towers}")
+    return scaled
+
+
 def init_weights(model: nn.Module, scheme: str, ones: set[str], std: dict[str, float] | None = None,
                  output: str = "") -> None:
     """Initialize every conv / linear layer of ``model`` (named in its ``named_modules``).
@@ -103,11 +120,14 @@ class AlexNet2012(ImageClassifier):
         init: "paper", "caffe", "kaiming" or "torch" (see :func:`init_weights`).
         lrn_per_tower: with two towers, each LRN window stays inside its tower's maps (cuda-convnet2's
             two-GPU layer files); False normalizes across all maps, as Caffe's bvlc_alexnet does.
+        width: multiplier of the kernels of conv1-conv4 (conv5 and the fully connected layers keep
+            theirs); ``towers=1, width=0.5`` is the paper's one-GPU comparison net (section 3.2 and
+            its footnote 2: 48, 128, 192, 192, 256 kernels).
         lrn_order: where LRN sits after conv1 and conv2: "paper" (ReLU, LRN, pool), "cuda-convnet2"
             (conv1: LRN before the ReLU, as Krizhevsky's layer files) or "caffenet" (ReLU, pool, LRN).
-        dropout_form: "inverted" (PyTorch's: x1/(1-p) at training time; the default) or "paper"
-            (section 4.2 and cuda-convnet2: no rescaling at training time, x(1-p) at test time); see
-            :mod:`alexnet.models.dropout` and docs/models.md for why the default is not the paper's.
+        dropout_form: "paper" (section 4.2 and cuda-convnet2: no rescaling at training time, x(1-p)
+            at test time; the default) or "inverted" (PyTorch's: x1/(1-p) at training time); see
+            :mod:`alexnet.models.dropout` and docs/models.md for the two measured.
     """
 
     name = "alexnet2012"
@@ -117,8 +137,8 @@ class AlexNet2012(ImageClassifier):
 
     def __init__(self, num_classes: int = 1000, *, activation: str = "relu", lrn: bool = True,
                  lrn_mode: str = "paper", overlap_pool: bool = True, dropout: float = 0.5,
-                 towers: int = 2, init: str = "paper", dropout_form: str = "inverted",
-                 lrn_order: str = "paper", lrn_per_tower: bool = True):
+                 towers: int = 2, init: str = "paper", dropout_form: str = "paper",
+                 lrn_order: str = "paper", lrn_per_tower: bool = True, width: float = 1.0):
         super().__init__()
         if lrn_order not in LRN_ORDERS:
             raise ValueError(f"lrn_order must be one of {', '.join(LRN_ORDERS)}, got {lrn_order!r}")
@@ -133,19 +153,20 @@ class AlexNet2012(ImageClassifier):
         norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=lrn_groups) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
         g = self.towers = towers
+        c1, c2, c3, c4 = scaled_kernels((96, 256, 384, 384), width, towers)
         make = {"act": act, "norm": norm, "pool": pool}
         after1, after2 = ([(f"{step}{i}", make[step]()) for step in order]
                           for i, order in ((1, LRN_ORDERS[lrn_order][0]), (2, LRN_ORDERS[lrn_order][1])))
         layers = [
-            ("conv1", nn.Conv2d(3, 96, 11, stride=4)),               # (N, 96, 55, 55)
+            ("conv1", nn.Conv2d(3, c1, 11, stride=4)),               # (N, 96, 55, 55)
             *after1,                                                  # (N, 96, 27, 27) after pool1
-            ("conv2", nn.Conv2d(96, 256, 5, padding=2, groups=g)),   # (N, 256, 27, 27) 48 in per kernel
+            ("conv2", nn.Conv2d(c1, c2, 5, padding=2, groups=g)),    # (N, 256, 27, 27) 48 in per kernel
             *after2,                                                  # (N, 256, 13, 13) after pool2
-            ("conv3", nn.Conv2d(256, 384, 3, padding=1)),            # (N, 384, 13, 13) towers talk
+            ("conv3", nn.Conv2d(c2, c3, 3, padding=1)),              # (N, 384, 13, 13) towers talk
             ("act3", act()),
-            ("conv4", nn.Conv2d(384, 384, 3, padding=1, groups=g)),  # (N, 384, 13, 13) 192 in
+            ("conv4", nn.Conv2d(c3, c4, 3, padding=1, groups=g)),    # (N, 384, 13, 13) 192 in
             ("act4", act()),
-            ("conv5", nn.Conv2d(384, 256, 3, padding=1, groups=g)),  # (N, 256, 13, 13) 192 in
+            ("conv5", nn.Conv2d(c4, 256, 3, padding=1, groups=g)),   # (N, 256, 13, 13) 192 in
             ("act5", act()), ("pool5", pool()),                     # (N, 256, 6, 6)
         ]
         self.features = nn.Sequential(OrderedDict((n, m) for n, m in layers if m is not None))

@@ -1,10 +1,10 @@
 """Dropout in the paper's form beside PyTorch's inverted form (Krizhevsky et al. 2012, section 4.2).
 
-- "inverted" (``nn.Dropout``, the default): at training time zero each unit with probability p and
-  multiply the kept ones by 1 / (1 - p); at test time do nothing.
+- "inverted" (``nn.Dropout``; the default of the small-image nets): at training time zero each unit
+  with probability p and multiply the kept ones by 1 / (1 - p); at test time do nothing.
 - "paper": at training time zero each unit with probability p and leave the kept ones as they are;
   at test time multiply every output by 1 - p ("At test time, we use all the neurons but multiply
-  their outputs by 0.5"), as cuda-convnet2 does.
+  their outputs by 0.5"), as cuda-convnet2 does; the default of ``alexnet2012``.
 
 For given weights the two compute the same function at test time only if the weights after the
 dropout layer differ by the factor 1 - p; trained from the same start they follow different paths

@@ -31,7 +31,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from .alexnet import init_weights, make_activation
+from .alexnet import init_weights, make_activation, scaled_kernels
 from .base import ImageClassifier, ModelCfg
 from .dropout import make_dropout
 from .lrn import LocalResponseNorm
@@ -55,8 +55,11 @@ class AlexNetSmall(ImageClassifier):
         num_classes: output classes.
         in_chans: 1 for grayscale (MNIST, digits), 3 for colour (CIFAR).
         img_size: square input side; any size >= 16, designed for 28 and 32.
-        activation, lrn, lrn_mode, dropout, towers, dropout_form: as for ``alexnet2012``.
+        activation, lrn, lrn_mode, dropout, towers: as for ``alexnet2012``.
         init: "kaiming" (default here), "paper", "caffe" or "torch".
+        dropout_form: "inverted" (default here, as every small-image recipe and PyTorch) or "paper".
+        width: multiplier of the kernels of conv1-conv4 (64, 128, 192, 192; conv5 and the fully
+            connected layers keep theirs), as ``alexnet2012``'s.
     """
 
     name = "alexnet-small"
@@ -66,7 +69,7 @@ class AlexNetSmall(ImageClassifier):
     def __init__(self, num_classes: int = 10, *, in_chans: int = 1, img_size: int = 28,
                  activation: str = "relu", lrn: bool = True, lrn_mode: str = "paper",
                  overlap_pool: bool = True, dropout: float = 0.5, towers: int = 2,
-                 init: str = "kaiming", dropout_form: str = "inverted"):
+                 init: str = "kaiming", dropout_form: str = "inverted", width: float = 1.0):
         super().__init__()
         _check_small_input(in_chans, img_size, 16)
         make_dropout(dropout, dropout_form)  # validates dropout_form
@@ -78,16 +81,17 @@ class AlexNetSmall(ImageClassifier):
         norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=towers) if lrn else None  # noqa: E731
         norm()  # validates lrn_mode
         g = self.towers = towers
+        c1, c2, c3, c4 = scaled_kernels((64, 128, 192, 192), width, towers)
         layers = [
-            ("conv1", nn.Conv2d(in_chans, 64, 5, padding=2)),         # (N, 64, S, S)
+            ("conv1", nn.Conv2d(in_chans, c1, 5, padding=2)),         # (N, 64, S, S)
             ("act1", act()), ("norm1", norm()), ("pool1", pool()),   # (N, 64, S1, S1)
-            ("conv2", nn.Conv2d(64, 128, 5, padding=2, groups=g)),    # (N, 128, S1, S1)
+            ("conv2", nn.Conv2d(c1, c2, 5, padding=2, groups=g)),     # (N, 128, S1, S1)
             ("act2", act()), ("norm2", norm()), ("pool2", pool()),   # (N, 128, S2, S2)
-            ("conv3", nn.Conv2d(128, 192, 3, padding=1)),             # (N, 192, S2, S2)
+            ("conv3", nn.Conv2d(c2, c3, 3, padding=1)),               # (N, 192, S2, S2)
             ("act3", act()),
-            ("conv4", nn.Conv2d(192, 192, 3, padding=1, groups=g)),   # (N, 192, S2, S2)
+            ("conv4", nn.Conv2d(c3, c4, 3, padding=1, groups=g)),     # (N, 192, S2, S2)
             ("act4", act()),
-            ("conv5", nn.Conv2d(192, 128, 3, padding=1, groups=g)),   # (N, 128, S2, S2)
+            ("conv5", nn.Conv2d(c4, 128, 3, padding=1, groups=g)),    # (N, 128, S2, S2)
             ("act5", act()), ("pool5", pool()),                      # (N, 128, S3, S3)
         ]
         self.features = nn.Sequential(OrderedDict((n, m) for n, m in layers if m is not None))

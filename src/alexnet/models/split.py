@@ -14,8 +14,9 @@ the towers exchange activations only where the paper's Figure 2 crosses between 
                       on devices[0] and needs nothing more)
 
 One dropout mask over the whole vector, drawn on devices[0], is what makes the split compute exactly
-what the grouped single-device model computes for the same seed (``nn.Dropout`` on the same shape
-with the same generator); in eval mode dropout draws nothing and the exchange is a plain all-gather.
+what the grouped single-device model computes for the same seed (its dropout layer, either form, on
+the same shape with the same generator); in eval mode dropout draws nothing (the paper's form scales
+each half by 1 - p on its own device) and the exchange is a plain all-gather.
 cuda-convnet2's ``layers-imagenet-2gpu-model.cfg`` has fc8 (``fc1000``) read both towers' fc7.
 
 ``state_dict()`` has the grouped model's keys and shapes (each split tensor concatenated on

@@ -156,9 +156,12 @@ RECIPES: dict[str, dict] = {
 # Model options a recipe sets, where the model has them (given --opt values win).
 RECIPE_MODEL_OPTIONS: dict[str, dict] = {
     "caffe": {"init": "caffe", "lrn_mode": "caffe",    # N(0, 0.01), biases 0 / 1 / 0.1; k=1, alpha / n
-              "lrn_per_tower": False},                 # norm1 / norm2 read all 96 / 256 maps
+              "lrn_per_tower": False,                  # norm1 / norm2 read all 96 / 256 maps
+              "dropout_form": "inverted"},             # dropout_layer.cpp: x 1/(1-p) training, copy test
     "cuda-convnet2": {"lrn_mode": "cuda-convnet",      # scale / size, minDiv (k) = 2
-                      "lrn_order": "cuda-convnet2"},   # conv1's rnorm1 before its ReLU
+                      "lrn_order": "cuda-convnet2",    # conv1's rnorm1 before its ReLU
+                      "dropout_form": "paper"},        # drop without rescaling, x0.5 at test
+    "torchvision": {"dropout_form": "inverted"},       # nn.Dropout
 }
 
 RECIPE_FIELDS = tuple(RECIPES["paper"])
