@@ -82,7 +82,7 @@ ABLATIONS = [
         1.7,
         1.2,
         "section 3.2: two towers reduce them by 1.7% / 1.2% against a one-tower net with half the "
-        "kernels in each convolutional layer",
+        "kernels (footnote 2: conv5 and the fully connected layers kept whole; towers=1, width=0.5)",
         {"towers": 1, "width": 0.5},
         needs=("towers", "width"),
     ),

@@ -182,10 +182,11 @@ def summarize(runs: dict, chosen: dict, threshold: float, epochs: int) -> dict:
             "relu_faster_every_seed": all(r < t for r, t in zip(e_r, e_t)),
         }
     elif relu["all_reached"]:
+        e_r, e_t = relu["epochs_to_threshold"], tanh["epochs_to_threshold"]
         out["ratio"] = {
             "tanh_never_reached": True,
-            "epochs_at_least": min(epochs / r for r in relu["epochs_to_threshold"]),
-            "relu_faster_every_seed": True,
+            "epochs_at_least": min(epochs / r for r in e_r),
+            "relu_faster_every_seed": all(t is None or r < t for r, t in zip(e_r, e_t)),
         }
     return out
 
