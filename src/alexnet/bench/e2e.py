@@ -43,7 +43,7 @@ from ..training.config import resolve_config
 from ..training.distributed import Dist
 from ..training.engine import TrainState, model_input, train_one_epoch
 from ..training.setup import build_model, build_optimizer, build_presets, load_stats
-from .timing import Timed, ratio, sync
+from .timing import Timed, add_speed_flags, ratio, sync
 
 PAPER_EPOCHS, ILSVRC_TRAIN = 90, 1_281_167  # section 5: "roughly 90 cycles" of the 1.2M training images
 
@@ -74,9 +74,7 @@ def add_parser(bsub) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="loader worker processes, and the processes that make the store (default: 0)")
     g = p.add_argument_group("speed (both sides)")
-    g.add_argument("--amp", default="off", choices=list(runtime.AMP_DTYPES), help="autocast dtype")
-    g.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
-    g.add_argument("--compile", action="store_true", help="torch.compile (TorchInductor)")
+    add_speed_flags(g)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     p.add_argument("--no-prefetch", action="store_true",

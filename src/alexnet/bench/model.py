@@ -32,7 +32,7 @@ from ..models.lrn import LRN_MODES, LocalResponseNorm, fused_kernel, local_respo
 from ..provenance import environment
 from ..models.summary import summarize
 from .reference import reference_model
-from .timing import PeakMemory, alternate, matmul_tflops, ratio
+from .timing import PeakMemory, add_speed_flags, alternate, matmul_tflops, ratio
 
 AMP_NAMES = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
 MB = 2**20
@@ -49,9 +49,7 @@ def add_parsers(bsub) -> None:
         p.add_argument("--batch-size", type=int, default=128,
                        help="images per step (default: 128, the paper's)")
         g = p.add_argument_group("fast paths (ours only; the reference always runs plain)")
-        g.add_argument("--amp", default="off", choices=list(runtime.AMP_DTYPES), help="autocast dtype")
-        g.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
-        g.add_argument("--compile", action="store_true", help="torch.compile (TorchInductor)")
+        add_speed_flags(g)
         g.add_argument("--cuda-graphs", action="store_true",
                        help="compile and replay as CUDA graphs (CUDA only)")
         if what == "infer":

@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from .. import runtime
+
 
 def sync(device: torch.device) -> None:
     """Wait for queued device work, so that the host clock measures it."""
@@ -135,3 +137,10 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]
         best = min(best, time.perf_counter() - t0)
     name = str(dtype).removeprefix("torch.")
     return 2 * n**3 / best / 1e12, f"measured: best of 5 {n}x{n} {name} matmuls in this run"
+
+
+def add_speed_flags(group) -> None:
+    """The fast-path flags every model benchmark shares: --amp, --channels-last, --compile."""
+    group.add_argument("--amp", default="off", choices=list(runtime.AMP_DTYPES), help="autocast dtype")
+    group.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
+    group.add_argument("--compile", action="store_true", help="torch.compile (TorchInductor)")
