@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from alexnet import analysis
-from alexnet.analysis import (
+from alexnet.inference import analysis
+from alexnet.inference.analysis import (
     EmbeddingIndex,
     Explainer,
     conv1_stats,
@@ -23,8 +23,8 @@ from alexnet.analysis import (
 from alexnet.data import TensorImageSet
 from alexnet.data.transforms import Normalization, Preset
 from alexnet.models import create_model
-from alexnet.training.checkpoint import save_checkpoint
-from alexnet.training.inference import Loaded, load_trained
+from alexnet.checkpoint import save_checkpoint
+from alexnet.inference.load import Loaded, load_trained
 
 
 def small_loaded(seed=0, num_classes=10):

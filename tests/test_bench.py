@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from alexnet.bench.reference import REFERENCES, reference_model
-from alexnet.bench.timing import Timed, alternate, ratio
+from alexnet.timing import Timed, alternate, ratio
 from alexnet.cli import main
 from alexnet.models import create_model, list_models, model_options
 

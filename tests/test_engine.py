@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from alexnet.data import Normalization, Preset
 from alexnet.data.loader import Batch, batch_indices
 from alexnet.models import create_model
-from alexnet.training.engine import Member, TrainState, evaluate, train_one_epoch
+from alexnet.evaluation import Member, evaluate
+from alexnet.training.engine import TrainState, train_one_epoch
 
 CPU = torch.device("cpu")
 

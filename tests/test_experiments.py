@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import alexnet.experiments.common as common
-from alexnet.analysis import Explainer, train_index
+from alexnet.inference.analysis import Explainer, train_index
 from alexnet.cli import main
 from alexnet.data import build_source
 from alexnet.data.transforms import Normalization, Preset
@@ -26,9 +26,9 @@ from alexnet.experiments.common import compare
 from alexnet.experiments.fig1 import markdown as fig1_markdown
 from alexnet.experiments.fig1 import summarize as fig1_summarize
 from alexnet.models import create_model
-from alexnet.models.convnet import WithinMapNorm
-from alexnet.training.checkpoint import find_checkpoint, save_checkpoint
-from alexnet.training.inference import load_trained
+from alexnet.models.layers import WithinMapNorm
+from alexnet.checkpoint import find_checkpoint, save_checkpoint
+from alexnet.inference.load import load_trained
 
 
 def _json(path) -> dict:
@@ -41,15 +41,21 @@ def _metrics(run_dir) -> list[dict]:
 
 @pytest.fixture
 def count_trainings(monkeypatch):
-    """Wrap the real alexnet.train used by the experiments and count its calls."""
+    """Wrap the real training calls of the experiments and count them: a new run by its name, a resumed one
+    by its folder."""
     calls = []
-    real = common.train
+    real, real_resolved = common.train, common.train_resolved
 
     def counted(**kw):
-        calls.append(kw.get("name") or kw.get("resume"))
+        calls.append(kw.get("resume"))
         return real(**kw)
 
+    def counted_resolved(cfg, source, **kw):
+        calls.append(cfg.name)
+        return real_resolved(cfg, source, **kw)
+
     monkeypatch.setattr(common, "train", counted)
+    monkeypatch.setattr(common, "train_resolved", counted_resolved)
     return calls
 
 
@@ -360,13 +366,13 @@ def test_lab_numbers(tmp_path):
 def test_a_stopped_experiment_says_how_to_continue(monkeypatch, capsys):
     import signal
 
-    import alexnet.experiments as experiments
+    import alexnet.cli.experiment as command
     from alexnet.training.launch import TrainingStopped
 
     def stopped(**_):
         raise TrainingStopped(signal.SIGTERM, Path("experiments/fig1-digits/runs/relu-lr0.01-seed0"))
 
-    monkeypatch.setattr(experiments, "fig1", stopped)
+    monkeypatch.setattr(command, "fig1", stopped)
     assert main(["experiment", "fig1"]) == 128 + signal.SIGTERM
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run the same command again to continue" in err[0]

@@ -10,8 +10,8 @@ import torch
 import alexnet
 from alexnet.cli import main
 from alexnet.data.transforms import Normalization, Preset, preset_to_json
-from alexnet.export import export
-from alexnet.training.inference import Loaded
+from alexnet.inference.export import export
+from alexnet.inference.load import Loaded
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -113,7 +113,7 @@ def test_safetensors_metadata_and_create_model(tmp_path):
     assert meta["classes"] == item.classes and meta["preset"] == preset_to_json(item.preset)
     again = alexnet.create_model("alexnet-small", weights=path)
     assert again.features.norm1.k == 1.0 and again.towers == 1  # caffe's k, one tower
-    assert again.pretrained_cfg["class_names"] == item.class_names
+    assert list(again.pretrained_cfg.class_names) == item.class_names
     for k, v in item.model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v)
 
@@ -159,7 +159,7 @@ def test_bad_exports_are_one_line_errors_and_write_nothing(tmp_path, capsys):
 
 
 def test_export_from_a_run_directory_keeps_its_description(tmp_path, capsys):
-    from alexnet.training.checkpoint import save_checkpoint
+    from alexnet.checkpoint import save_checkpoint
 
     item = loaded_model("lenet5", num_classes=3, activation="relu")
     run = tmp_path / "runs" / "r1"

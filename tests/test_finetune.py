@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alexnet.cli import main
-from alexnet.training.checkpoint import load_checkpoint
+from alexnet.checkpoint import load_checkpoint
 
 QUICK = ["--epochs", "2", "--quiet"]
 

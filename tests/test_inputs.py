@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from alexnet.data.transforms import Normalization, Preset
-from alexnet.training.checkpoint import load_checkpoint
+from alexnet.checkpoint import load_checkpoint
 
 QUICK = ("--epochs", "1", "--quiet")
 
@@ -241,7 +241,7 @@ def test_a_tiny_picture_is_predicted_with_a_warning(run, tmp_path, cli):
 
 
 def test_a_preset_that_does_not_fit_the_model_is_named(run, tmp_path, cli):
-    from alexnet.training.checkpoint import save_checkpoint
+    from alexnet.checkpoint import save_checkpoint
 
     ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
     norm = {"mean": torch.zeros(3, 1, 1), "std": torch.ones(3, 1, 1)}  # an RGB normalization

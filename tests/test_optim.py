@@ -73,9 +73,12 @@ def test_paper_sgd_state_round_trips():
 
 
 def make_schedule(kind, **kw):
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    defaults = {"base_lr": 0.01, "epochs": 90, "steps_per_epoch": 10}
-    return Schedule(kind, opt, **{**defaults, **kw})
+    """A schedule over an optimizer whose base lr is 0.01; every setting given (the schedule has no
+    defaults of its own), those the test does not care about at values it does not use."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    settings = {"epochs": 90, "steps_per_epoch": 10, "factor": 0.1, "patience": 5, "max_drops": 3,
+                "threshold": 0.0, "step_size": 30, "warmup_epochs": 0}
+    return Schedule(kind, opt, **{**settings, **kw})
 
 
 def test_plateau_drops_exactly_when_and_as_often_as_specified():

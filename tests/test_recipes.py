@@ -83,6 +83,8 @@ def test_bias_groups_take_their_own_lr_and_decay(optimizer, synthetic):
     layer = nn.Linear(3, 2)
     w0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
     opt = build_optimizer(cfg, layer)
+    sched = Schedule.from_config(cfg.replace(schedule="step", epochs=40, step_size=20), opt,
+                                 steps_per_epoch=1)
     layer.weight.grad = torch.full_like(layer.weight, 0.5)
     layer.bias.grad = torch.full_like(layer.bias, 0.5)
     opt.step()
@@ -90,7 +92,6 @@ def test_bias_groups_take_their_own_lr_and_decay(optimizer, synthetic):
     torch.testing.assert_close(layer.weight.detach(), w0 - 0.1 * (0.5 + 0.01 * w0))
     torch.testing.assert_close(layer.bias.detach(), b0 - 0.2 * 0.5)
     # a schedule keeps the ratio: after a x0.1 step both groups are divided by 10
-    sched = Schedule("step", opt, base_lr=0.1, epochs=40, steps_per_epoch=1, step_size=20, factor=0.1)
     for epoch in range(1, 21):
         sched.after_epoch(epoch, None)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.02])

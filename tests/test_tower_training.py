@@ -9,7 +9,7 @@ import torch
 
 from alexnet.cli import main
 from alexnet.models import create_model
-from alexnet.training.checkpoint import load_checkpoint
+from alexnet.checkpoint import load_checkpoint
 
 
 def metrics(run):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.training.checkpoint import load_checkpoint
+from alexnet.checkpoint import load_checkpoint
 
 # A short run of the default job: the same model, data and recipe, fewer epochs.
 QUICK = ("--epochs", "3", "--quiet")

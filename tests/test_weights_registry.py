@@ -11,7 +11,7 @@ import alexnet
 from alexnet.cli import main
 from alexnet.models import weights as W
 from alexnet.models.weights import WeightsError, load_weights, match_architecture
-from alexnet.training.checkpoint import save_checkpoint
+from alexnet.checkpoint import save_checkpoint
 
 
 def sha256(path):
@@ -31,7 +31,7 @@ def test_imagenet_class_names_are_torchvisions():
 
 def test_registry_entry_describes_torchvisions_file():
     info = W.KNOWN_WEIGHTS["alexnet-owt.imagenet1k-v1"]
-    assert info.file == "alexnet-owt-7be5be79.pth" and info.file.split("-")[-1].startswith(info.sha256_prefix)
+    assert info.file == "alexnet-owt-7be5be79.pth" and info.file.split("-")[-1].startswith(info.sha256)
     assert info.metrics == {"acc@1": 56.522, "acc@5": 79.066}
     model = alexnet.create_model(info.model, num_classes=info.num_classes, **info.options)
     assert sum(p.numel() for p in model.parameters()) == info.num_params == 61_100_840
@@ -52,14 +52,14 @@ def test_a_known_file_gets_the_registry_metadata(tmp_path, monkeypatch):
     path = tmp_path / "alexnet-owt-mine.pth"
     torch.save(alexnet.create_model("alexnet-owt").state_dict(), path)
     digest = sha256(path)
-    entry = dataclasses.replace(W.KNOWN_WEIGHTS["alexnet-owt.imagenet1k-v1"], name="test-entry",
-                                sha256_prefix=digest[:8])
+    entry = dataclasses.replace(W.KNOWN_WEIGHTS["alexnet-owt.imagenet1k-v1"], weights="test-entry",
+                                sha256=digest[:8])
     monkeypatch.setattr(W, "KNOWN_WEIGHTS", {"test-entry": entry})
     model = alexnet.create_model("alexnet-owt", weights=path)
     cfg = model.pretrained_cfg
-    assert cfg["weights"] == "test-entry" and cfg["sha256"] == digest and cfg["note"] is None
-    assert cfg["preset"] == "torchvision-eval" and cfg["class_names"] == alexnet.imagenet_class_names()
-    assert cfg["metrics"]["acc@1"] == 56.522
+    assert cfg.weights == "test-entry" and cfg.sha256 == digest and cfg.note is None
+    assert cfg.preset == "torchvision-eval" and list(cfg.class_names) == alexnet.imagenet_class_names()
+    assert cfg.metrics["acc@1"] == 56.522 and cfg.input_size == (3, 224, 224)
     for k, v in torch.load(path, weights_only=True).items():
         assert torch.equal(model.state_dict()[k], v)
 
@@ -105,7 +105,7 @@ def test_our_checkpoints_carry_their_own_description(tmp_path):
                                class_names=["A", "B", "C"], preset=preset, data="digits"))
     again = alexnet.create_model("alexnet-small", weights=path)
     assert isinstance(again.features.act1, torch.nn.Tanh)
-    assert again.pretrained_cfg["class_names"] == ["A", "B", "C"] and again.pretrained_cfg["note"] is None
+    assert again.pretrained_cfg.class_names == ("A", "B", "C") and again.pretrained_cfg.note is None
 
 
 def test_files_that_fit_no_model_or_another_model(tmp_path):
@@ -154,8 +154,8 @@ def test_evaluate_weights_on_a_dataset(tmp_path, capsys):
     # checked against the model run here on the same test images.
     from alexnet.data import build_source
     from alexnet.data.transforms import Normalization, Preset
-    from alexnet.export import export
-    from alexnet.training.inference import Loaded
+    from alexnet.inference.export import export
+    from alexnet.inference.load import Loaded
 
     torch.manual_seed(0)
     model = alexnet.create_model("alexnet-small", num_classes=10).eval()

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-from .features import dataset_features, extract_features, layer_names
+from ._version import __version__
+from .inference.features import dataset_features, extract_features, layer_names
 from .models import create_model, list_models, model_options
 from .models.split import split_towers
 from .models.weights import KNOWN_WEIGHTS, imagenet_class_names, load_pretrained, load_weights
 from .training.launch import TrainingStopped, train
-
-try:
-    __version__ = version("alexnet")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+source"
+from .training.trainer import Callback
 
 __all__ = [
     "KNOWN_WEIGHTS",
+    "Callback",
     "TrainingStopped",
     "__version__",
     "create_model",

@@ -12,20 +12,21 @@ the paper's rule, a lr drop takes effect gradually as the old velocity decays).
 from __future__ import annotations
 
 import torch
+from torch.optim.optimizer import required
 
 
 class PaperSGD(torch.optim.Optimizer):
     """SGD with momentum and weight decay in the update form of Krizhevsky et al. (2012).
 
     Args:
-        params: parameters or parameter groups.
-        lr: learning rate (the paper's 0.01 at the start).
+        params: parameters or parameter groups (each group may carry its own ``lr``).
+        lr: learning rate of the groups that carry none (the paper's 0.01 at the start).
         momentum: the paper's 0.9.
         weight_decay: the paper's 0.0005, applied to every parameter as in its update rule.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4):
-        if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
+    def __init__(self, params, lr: float = required, momentum: float = 0.9, weight_decay: float = 5e-4):
+        if (lr is not required and lr <= 0) or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(f"invalid PaperSGD settings lr={lr}, momentum={momentum}, "
                              f"weight_decay={weight_decay}")
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from PIL import features
 
+from ._version import __version__
+
 
 def cpu_model() -> str:
     try:
@@ -46,8 +48,6 @@ def _version(module: str) -> str | None:
 
 def environment(device: torch.device | None = None) -> dict:
     """Date (UTC), command line, machine and library versions (None for a library not installed)."""
-    from . import __version__  # here: the package's __init__ imports this module
-
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["alexnet", *sys.argv[1:]]) if sys.argv else "",

@@ -26,6 +26,11 @@ import torch
 from PIL import Image
 
 from ..cliargs import format_table
+from ..data import build_source
+from ..data.base import DataError, DataSource
+from ..data.folder import FolderImageSet
+from ..data.loader import EpochLoader, batch_indices
+from ..data.store import prepare_store, store_source
 from ..provenance import environment
 
 SIZE = 256
@@ -53,8 +58,6 @@ def _time_reference(paths: list[str], batches: list[np.ndarray]) -> dict:
 
 def _time_loader(ds, batches: list[torch.Tensor], workers: int, min_seconds: float = 0.0) -> dict:
     """Whole passes over ``batches`` (worker start-up included), repeated until ``min_seconds``."""
-    from ..data.loader import EpochLoader
-
     t0, n, skipped = time.perf_counter(), 0, 0
     while True:
         for batch in EpochLoader(ds, batches, workers=workers):
@@ -76,12 +79,6 @@ def run(data: str, *, batches: int = 10, batch_size: int = 128, workers: int = 2
     With ``repeat > 1`` the paths take turns ``repeat`` times and each keeps its best run: on a shared
     machine the least disturbed run is the closest to what the code can do.
     """
-    from ..data import build_source
-    from ..data.base import DataError, DataSource
-    from ..data.folder import FolderImageSet
-    from ..data.loader import batch_indices
-    from ..data.store import prepare_store, store_source
-
     source = build_source(data)
     train = source.split("train")
     if not isinstance(train, FolderImageSet):
@@ -147,24 +144,9 @@ def data_table(out: dict) -> str:
     return "\n".join(lines)
 
 
-def _bench_data(args) -> int:
+def bench_data(args) -> int:
+    """``alexnet bench data`` with its parsed options."""
     out = run(args.data, batches=args.batches, batch_size=args.batch_size, workers=args.workers,
               store=args.store, repeat=args.repeat)
     print(json.dumps(out, indent=1) if args.json else data_table(out))
     return 0
-
-
-def add_parser(bsub) -> None:
-    p = bsub.add_parser("data", help="input pipeline throughput against a Pillow reference", description=(
-        "Images/s of (a) a plain per-image Pillow pipeline, (b) our folder path and (c) our prepared "
-        "store, on the same random training images of --data."))
-    p.add_argument("--data", required=True, help="an image folder spec (e.g. made by `alexnet data synth`)")
-    p.add_argument("--batches", type=int, default=10, help="batches to time (default: 10)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
-    p.add_argument("--workers", type=int, default=2, help="loader worker processes for (b) (default: 2)")
-    p.add_argument("--store",
-                   help="a prepared store of the same data for (c) (default: prepare one, temporarily)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="let the paths take turns this many times, keep each one's best (default: 1)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_bench_data)

@@ -37,58 +37,15 @@ from ..data.loader import Batch, EpochLoader, batch_indices
 from ..data.prefetch import Prefetcher
 from ..data.store import is_store, prepare_store
 from ..data.synth import write_folder
+from ..distributed import Dist
 from ..errors import UserError
 from ..provenance import environment
+from ..timing import Timed, ratio, sync
 from ..training.config import resolve_config
-from ..training.distributed import Dist
 from ..training.engine import TrainState, model_input, train_one_epoch
 from ..training.setup import build_model, build_optimizer, build_presets, load_stats
-from .timing import Timed, add_speed_flags, ratio, sync
 
 PAPER_EPOCHS, ILSVRC_TRAIN = 90, 1_281_167  # section 5: "roughly 90 cycles" of the 1.2M training images
-
-
-def add_parser(bsub) -> None:
-    p = bsub.add_parser("e2e", help="training images/s end to end (store, loader, augmentation, step) "
-                                    "against the model alone",
-                        description="Training throughput the way a user trains: a prepared store through the "
-                                    "loader, the prefetcher, the device-side augmentation and the training "
-                                    "step, alternating in one process with the same step on one batch "
-                                    "already on the device. Prints the ratio, the time spent waiting for "
-                                    "data and the hours of the paper's 90 epochs at the measured rate.")
-    p.add_argument("--model", default="alexnet2012", help="model name (default: alexnet2012)")
-    p.add_argument("--data", help="a prepared store or any dataset spec (default: synthetic photos, made "
-                                  "and prepared first; see --store)")
-    p.add_argument("--store", help="where the synthetic store is kept: reused when it exists, made otherwise "
-                                   "(default: a temporary folder, removed afterwards)")
-    p.add_argument("--images", type=int, default=256,
-                   help="training images of the synthetic store (default: 256)")
-    p.add_argument("--classes", type=int, default=8, help="classes of the synthetic store (default: 8)")
-    p.add_argument("--size", type=int, default=300,
-                   help="longer side of the synthetic photos before the store's 256 rescale (default: 300)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per step (default: 16)")
-    p.add_argument("--steps", type=int, default=4, help="timed steps per pass (default: 4)")
-    p.add_argument("--repeat", type=int, default=3, help="passes of each, alternating (default: 3)")
-    p.add_argument("--warmup", type=int, default=1,
-                   help="untimed steps of each first; compilation happens here (default: 1)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="loader worker processes, and the processes that make the store (default: 0)")
-    g = p.add_argument_group("speed (both sides)")
-    add_speed_flags(g)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
-    p.add_argument("--no-prefetch", action="store_true",
-                   help="read each batch in the loop, without the prefetcher (to see what it gains)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.set_defaults(func=_bench_e2e)
-
-
-def _check_args(args) -> None:
-    for flag, minimum in (("images", 1), ("classes", 1), ("size", 8), ("batch_size", 1), ("steps", 1),
-                          ("repeat", 1), ("warmup", 0), ("workers", 0), ("threads", 1)):
-        value = getattr(args, flag)
-        if value is not None and value < minimum:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= {minimum}, got {value}")
 
 
 def make_store(path: str, *, images: int, classes: int, size: int, workers: int) -> str:
@@ -154,8 +111,8 @@ class _Pass:
         return out
 
 
-def _bench_e2e(args) -> int:
-    _check_args(args)
+def bench_e2e(args) -> int:
+    """``alexnet bench e2e`` with its parsed options."""
     device = runtime.pick_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -1,7 +1,7 @@
 """``alexnet bench train|infer|lrn``: our model path against a plain-PyTorch reference, side by side.
 
 Every number is a comparison made in one process: the contenders are warmed up, then timed in
-interleaved rounds (see :func:`alexnet.bench.timing.alternate`), and ratios are medians of the
+interleaved rounds (see :func:`alexnet.timing.alternate`), and ratios are medians of the
 per-round ratios, so a machine whose load changes during the run still gives a fair ratio.
 
 train / infer contenders, on synthetic tensors at the model's input size:
@@ -25,60 +25,21 @@ import torch
 from torch import nn
 
 from .. import runtime
-from ..errors import UserError
 from ..cliargs import format_table
+from ..errors import UserError
 from ..models import create_model, model_cfg, model_options
 from ..models.lrn import LRN_MODES, LocalResponseNorm, fused_kernel, local_response_norm
-from ..provenance import environment
 from ..models.summary import summarize
+from ..provenance import environment
+from ..timing import PeakMemory, alternate, matmul_tflops, ratio
 from .reference import reference_model
-from .timing import PeakMemory, add_speed_flags, alternate, matmul_tflops, ratio
 
 AMP_NAMES = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
 MB = 2**20
 
 
-def add_parsers(bsub) -> None:
-    for what, summary in (("train", "training throughput: forward, loss, backward, SGD step"),
-                          ("infer", "inference throughput: forward only")):
-        p = bsub.add_parser(what, help=f"{summary}, against a plain-PyTorch reference",
-                            description=f"{summary.capitalize()} of a zoo model on synthetic tensors, timed "
-                                        "in one process alternating with a plain-PyTorch reference of the "
-                                        "same architecture (eager, fp32, NCHW, nn.LocalResponseNorm).")
-        p.add_argument("--model", required=True, help="model name (`alexnet models` lists them)")
-        p.add_argument("--batch-size", type=int, default=128,
-                       help="images per step (default: 128, the paper's)")
-        g = p.add_argument_group("fast paths (ours only; the reference always runs plain)")
-        add_speed_flags(g)
-        g.add_argument("--cuda-graphs", action="store_true",
-                       help="compile and replay as CUDA graphs (CUDA only)")
-        if what == "infer":
-            g.add_argument("--compile-frozen", action="store_true",
-                           help="compile with the weights frozen into the graph (oneDNN prepacking)")
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-        p.add_argument("--threads", type=int,
-                       help="CPU threads for every contender (default: torch's choice)")
-        p.add_argument("--steps", type=int, default=10, help="timed steps per contender (default: 10)")
-        p.add_argument("--warmup", type=int, default=2,
-                       help="untimed steps per contender first; compilation happens here (default: 2)")
-        p.add_argument("--peak-tflops", type=float,
-                       help="the device's peak rate for the FLOP utilisation (default: measured by a matmul)")
-        p.add_argument("--lrn-cost", action="store_true",
-                       help="also time the same model with lrn=False (same flags) and print the step-time "
-                            "ratio with / without LRN")
-        p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-        p.set_defaults(func=functools.partial(_bench_model, train=what == "train"))
-    _add_lrn_parser(bsub)
-
-
-def _positive(value: int, flag: str, minimum: int = 1) -> None:
-    if value < minimum:
-        raise UserError(f"{flag} must be >= {minimum}, got {value}")
-
-
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
-        _positive(threads, "--threads")
         torch.set_num_threads(threads)  # intra-op threads; the same for every contender
 
 
@@ -130,10 +91,8 @@ def _torchvision_alexnet(num_classes: int) -> nn.Module | None:
     return alexnet(weights=None, num_classes=num_classes)
 
 
-def _bench_model(args, *, train: bool) -> int:
-    _positive(args.batch_size, "--batch-size")
-    _positive(args.steps, "--steps")
-    _positive(args.warmup, "--warmup", 0)
+def bench_model(args, *, train: bool) -> int:
+    """``alexnet bench train|infer`` with its parsed options: print the table (or JSON)."""
     runtime.check_amp(args.amp)
     device = runtime.pick_device(args.device)
     _set_threads(args.threads)
@@ -260,26 +219,6 @@ LAYOUTS = {"nchw": [False], "channels-last": [True], "both": [False, True]}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _add_lrn_parser(bsub) -> None:
-    p = bsub.add_parser("lrn", help="LRN forward and forward+backward: ours against nn.LocalResponseNorm",
-                        description="Time our LocalResponseNorm against torch's nn.LocalResponseNorm (alpha "
-                                    "converted), alternating in one process, forward alone and "
-                                    "forward+backward.")
-    p.add_argument("--shape", action="append", metavar="N,C,H,W",
-                   help=f"input shape, repeatable (default: AlexNet's, {' and '.join(ALEXNET_LRN_SHAPES)})")
-    p.add_argument("--layout", default="both", choices=list(LAYOUTS), help="memory layout (default: both)")
-    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="input dtype (default: fp32)")
-    p.add_argument("--mode", default="paper", choices=list(LRN_MODES), help="LRN constants (default: paper)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
-    p.add_argument("--rounds", type=int, default=7, help="timed calls per contender (default: 7)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per contender first (default: 1)")
-    p.add_argument("--compile", action="store_true",
-                   help="also time torch.compile of our LRN (fused by Inductor)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.set_defaults(func=_bench_lrn)
-
-
 def _parse_shape(text: str) -> tuple[int, int, int, int]:
     try:
         shape = tuple(int(v) for v in text.split(","))
@@ -305,9 +244,8 @@ def _lrn_contenders(mode: str, device: torch.device, compile: bool) -> dict[str,
     return out
 
 
-def _bench_lrn(args) -> int:
-    _positive(args.rounds, "--rounds")
-    _positive(args.warmup, "--warmup", 0)
+def bench_lrn(args) -> int:
+    """``alexnet bench lrn`` with its parsed options."""
     device = runtime.pick_device(args.device)
     _set_threads(args.threads)
     shapes = [_parse_shape(s) for s in args.shape or ALEXNET_LRN_SHAPES]

@@ -21,7 +21,12 @@ import os
 from ..cliargs import parse_kv
 from ..errors import UserError
 from .base import DataError, DataSource, ImageSet, TensorImageSet
+from .digits import load_digits_source
+from .folder import find_root, folder_source, list_images
 from .loader import Batch, EpochLoader, batch_indices
+from .small import cifar10_folder, cifar10_source, find_idx_files, mnist_source
+from .store import is_store, store_source
+from .synth import synthetic_source
 from .transforms import Lighting, Normalization, Preset
 
 KINDS = ("folder", "imagenet", "cifar10", "mnist", "fashion-mnist", "store")
@@ -53,10 +58,6 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 def detect_kind(path: str) -> str:
     """What kind of dataset ``path`` holds (see the module docstring)."""
-    from .folder import find_root, list_images
-    from .small import cifar10_folder, find_idx_files
-    from .store import is_store
-
     if is_store(path):
         return "store"
     if os.path.isdir(path):
@@ -114,30 +115,16 @@ def build_source(spec: str) -> DataSource:
 
 
 def _build(kind: str, arg: str) -> DataSource:
-    # Each reader is imported when its kind is asked for: scikit-learn (digits) and SciPy (the devkit)
-    # take seconds to import, and most runs read one kind.
     if kind == "digits":
-        from .digits import load_digits_source
-
         return load_digits_source(**_digits_options(arg))
     if kind == "synthetic":
-        from .synth import synthetic_source
-
         return synthetic_source(**_synthetic_options(arg))
     if kind in ("folder", "imagenet"):
-        from .folder import folder_source
-
         return folder_source(arg, require_splits=kind == "imagenet")
     if kind == "cifar10":
-        from .small import cifar10_source
-
         return cifar10_source(arg)
     if kind in ("mnist", "fashion-mnist"):
-        from .small import mnist_source
-
         return mnist_source(arg, fashion=kind == "fashion-mnist")
-    from .store import store_source
-
     return store_source(arg)
 
 

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..files import atomic_write
-
+from ..files import atomic_write, cache_root
 from .base import DataError, DataSource, ImageSet
 from .loader import EpochLoader, batch_indices
 
@@ -75,14 +74,10 @@ def compute_stats(split: ImageSet, *, batch_size: int = 64, workers: int = 0,
     return out
 
 
-def cache_root() -> str:
-    return os.environ.get("ALEXNET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "alexnet")
-
-
 def cache_dir_for(identity: dict) -> str:
     """The statistics cache folder of a dataset described by ``identity`` (JSON-serializable)."""
     text = json.dumps({**identity, "cache_version": CACHE_VERSION}, sort_keys=True, default=str)
-    return os.path.join(cache_root(), "stats", hashlib.sha1(text.encode()).hexdigest()[:16])
+    return os.path.join(str(cache_root()), "stats", hashlib.sha1(text.encode()).hexdigest()[:16])
 
 
 def stats_path(source: DataSource, split: str = "train", max_images: int | None = None) -> str | None:

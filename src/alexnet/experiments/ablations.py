@@ -18,9 +18,11 @@ from ..data.loader import EpochLoader, batch_indices
 from ..data.transforms import Preset
 from ..models import model_options
 from ..runtime import pick_device
-from ..training.engine import Member, evaluate
-from ..training.inference import load_trained
+from ..errors import UserError
+from ..evaluation import Member, evaluate
+from ..inference.load import load_trained
 from .common import Report, Stats, compare, data_slug, md_table, verdict
+from .plots import plot_ablations
 
 EPOCHS = 5
 
@@ -128,6 +130,10 @@ def ablations(
     quiet: bool = False,
 ) -> dict:
     """Run the experiment; returns results.json's content plus ``report``."""
+    unknown = sorted(set(only or ()) - {ab.key for ab in ABLATIONS})
+    if unknown:
+        raise UserError(f"unknown ablation(s) {', '.join(unknown)}; choose from "
+                        f"{', '.join(ab.key for ab in ABLATIONS)}")
     out = out or f"experiments/ablations-{data_slug(data)}"
     accepted = model_options(model)
     common = {
@@ -188,8 +194,6 @@ def ablations(
                 "settings": {**common, **base_options},
             }
         )
-        from .plots import plot_ablations
-
         plot_ablations(
             numbers["rows"], report.path / "ablations.png", title=f"{model} on {data}, {seeds} seeds"
         )

@@ -13,11 +13,11 @@ A report folder::
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +27,9 @@ from tqdm import tqdm
 from ..data import build_source, parse_spec
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
-from ..training.config import resolve_config
-from ..training.launch import train
+from ..training.config import TrainConfig, resolve_config
+from ..training.launch import train, train_resolved
+from ..training.trainer import Callback
 
 # Options that only say where or how verbosely a run is written: a finished run is reused whatever
 # they were.
@@ -117,11 +118,12 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
-class Progress:
+class Progress(Callback):
     """One bar over every epoch the experiment trains, with an overall ETA.
 
-    The bar advances as the current run's ``metrics.jsonl`` grows (a thread reads its line count), so
-    the ETA follows real epochs; runs reused from an earlier invocation leave the total instead.
+    It is the training runs' callback: the bar advances as each run ends an epoch, so the ETA follows real
+    epochs; runs reused from an earlier invocation leave the total instead, and a resumed run's epochs
+    done before are taken out of it when it starts.
     """
 
     def __init__(self, total_epochs: int, desc: str, quiet: bool = False):
@@ -133,60 +135,28 @@ class Progress:
             disable=quiet,
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}<{remaining}]",
         )
-        self._watch: Path | None = None
-        self._seen = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
 
-    def _count(self) -> int:
-        try:
-            return sum(1 for _ in open(self._watch))  # noqa: SIM115 - a short read
-        except OSError:
-            return 0
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.5):
-            with self._lock:
-                if self._watch is not None:
-                    n = self._count()
-                    if n > self._seen:
-                        self.bar.update(n - self._seen)
-                        self._seen = n
-
-    def watch(self, run_dir: Path, planned: int) -> None:
-        """Follow the epochs of ``run_dir`` (which may have done some already) out of ``planned``."""
-        with self._lock:
-            self._watch = run_dir / "metrics.jsonl"
-            self._seen = self._count()
-            self.bar.total -= min(self._seen, planned)  # done earlier: not part of this ETA
+    def on_start(self, epoch: int, epochs: int) -> None:
+        if epoch:  # done by an earlier invocation: not part of this ETA
+            self.bar.total -= min(epoch, epochs)
             self.bar.refresh()
 
-    def done(self, planned: int) -> None:
-        """The watched run finished: count any epochs the poll has not seen."""
-        with self._lock:
-            if planned > self._seen:
-                self.bar.update(planned - self._seen)
-            self._watch, self._seen = None, 0
+    def on_epoch(self, record: dict) -> None:
+        self.bar.update(1)
 
     def skip(self, epochs: int) -> None:
         """A run reused as it was: take its epochs out of the total."""
-        with self._lock:
-            self.bar.total = max(self.bar.n, self.bar.total - epochs)
-            self.bar.refresh()
+        self.bar.total = max(self.bar.n, self.bar.total - epochs)
+        self.bar.refresh()
 
     def add(self, epochs: int) -> None:
-        with self._lock:
-            self.bar.total += epochs
-            self.bar.refresh()
+        self.bar.total += epochs
+        self.bar.refresh()
 
     def note(self, text: str) -> None:
         self.bar.set_postfix_str(text, refresh=True)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
         self.bar.close()
 
 
@@ -224,13 +194,17 @@ class Report:
             self._source = build_source(self.common.get("data", "digits"))
         return self._source
 
-    def expected_config(self, name: str, options: dict) -> dict:
+    def resolve(self, name: str, options: dict) -> TrainConfig:
+        """The resolved config of run ``name``: the common options, then ``options``."""
         cfg, _ = resolve_config(
-            {**self.common, **options, "out": str(self.runs), "name": name},
+            {**self.common, **options, "out": str(self.runs), "name": name, "quiet": True},
             source=self.source,
             where="experiment option",
         )
-        return cfg.to_dict()
+        return cfg
+
+    def expected_config(self, name: str, options: dict) -> dict:
+        return self.resolve(name, options).to_dict()
 
     def run(self, name: str, **options) -> dict:
         """Train run ``name`` with ``options`` (on top of the common ones), or reuse it.
@@ -242,7 +216,8 @@ class Report:
         if name in self._done:  # asked twice in one invocation (a sweep's run that is also a seed's)
             return self._done[name]
         path = self.runs / name
-        want = self.expected_config(name, options)
+        cfg = self.resolve(name, options)
+        want = cfg.to_dict()
         epochs = want["epochs"]
         recorded = _recorded_config(path)
         if recorded is not None:
@@ -259,17 +234,14 @@ class Report:
                 self._done[name] = {**results, "run_dir": str(path)}
                 return self._done[name]
         self.progress.note(name)
-        self.progress.watch(path, epochs)
-        values = {**self.common, **options, "out": str(self.runs), "name": name, "quiet": True}
         if recorded is not None:
-            results = train(resume=str(path), quiet=True)
+            results = train(resume=str(path), quiet=True, callbacks=[self.progress])
         else:
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()  # an empty folder left by a run stopped before it wrote anything
             elif path.exists():
                 raise UserError(f"{path} exists but is not a run folder; remove it or pick another --out")
-            results = train(**values)
-        self.progress.done(epochs)
+            results = train_resolved(cfg, self.source, callbacks=[self.progress])
         self.trained.append(name)
         self._done[name] = results
         return results
@@ -301,8 +273,6 @@ class Report:
 
 
 def _read_json(path: Path) -> dict | None:
-    import json
-
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

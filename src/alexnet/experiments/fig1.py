@@ -19,6 +19,7 @@ from pathlib import Path
 from ..data import parse_spec
 from ..models import model_options
 from .common import Report, Stats, compare, data_slug, md_table, verdict
+from .plots import plot_fig1
 
 MODEL = "convnet18"
 LRS = (0.003, 0.01, 0.03)  # the sweep, per activation
@@ -148,8 +149,6 @@ def fig1(
                 "settings": common,
             }
         )
-        from .plots import plot_fig1
-
         plot_fig1(runs, chosen, threshold, report.path / "fig1.png", title=f"{model} on {data}")
         path = report.finish(markdown(numbers), numbers)
     except BaseException:

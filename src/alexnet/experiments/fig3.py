@@ -1,7 +1,7 @@
 """Figure 3: the learned conv1 kernels, one panel per tower, and how colour-specific each tower is.
 
 The paper (section 6.1): "the kernels on GPU 1 are largely color-agnostic, while the kernels on GPU 2
-are largely color-specific". The number per tower is :func:`alexnet.analysis.conv1_stats`'s mean
+are largely color-specific". The number per tower is :func:`alexnet.inference.analysis.conv1_stats`'s mean
 chroma (the share of a kernel's variance that differs between R, G and B: 0 for grey kernels) and
 its count of colour kernels (chroma > 0.5); whether the two towers differ beyond chance is a
 Mann-Whitney U test over their kernels' chroma. Works on any run, checkpoint or weights file
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..analysis import conv1_stats, kernel_chroma
-from ..training.inference import load_trained
+from ..inference.analysis import conv1_stats, kernel_chroma
+from ..inference.load import load_trained
 from ..viz import plot_conv1
 from .common import ALPHA, Report, data_slug, md_table
 
@@ -143,6 +143,6 @@ def markdown(n: dict) -> str:
     lines += [
         "",
         "Chroma of a kernel w (channels c): sum (w - mean over c)^2 / sum (w - mean of w)^2 "
-        "(`alexnet.analysis.kernel_chroma`); 0 for a grey kernel, 1 for one with no grey part.",
+        "(`alexnet.inference.analysis.kernel_chroma`); 0 for a grey kernel, 1 for one with no grey part.",
     ]
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """Figure 4: test images with their top-5 predictions, and the training images nearest to them in fc7
 space (Euclidean distance, section 6.1), as one PNG grid.
 
-Everything comes from :mod:`alexnet.analysis` (the module ``alexnet predict`` and ``alexnet serve``
-use): :class:`~alexnet.analysis.Explainer` for the top-5 and the fc7 vector of each test image,
-:func:`~alexnet.analysis.train_index` for the training split's fc7 index, built once per checkpoint
+Everything comes from :mod:`alexnet.inference.analysis` (the module ``alexnet predict`` and ``alexnet serve``
+use): :class:`~alexnet.inference.analysis.Explainer` for the top-5 and the fc7 vector of each test image,
+:func:`~alexnet.inference.analysis.train_index` for the training split's fc7 index, built once per checkpoint
 and cached in the run folder (``embeddings-fc7.pt``). The report also counts how often a neighbour
 has the query's class, against what classes drawn at random would give.
 """
@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
-from ..analysis import Explainer, train_index
 from ..data import build_source
 from ..errors import UserError
+from ..inference.analysis import Explainer, train_index
+from ..inference.load import load_trained
 from ..runtime import pick_device
-from ..training.checkpoint import find_checkpoint
-from ..training.inference import load_trained
+from ..checkpoint import find_checkpoint
 from .common import Report, data_slug, md_table
+from .plots import plot_fig4
 
 IMAGES = 8
 TRAIN_EPOCHS = 10  # the run trained when none is given: about 98% test accuracy on digits
@@ -104,8 +105,6 @@ def fig4(
                     "neighbours": nbs,
                 }
             )
-        from .plots import plot_fig4
-
         plot_fig4(
             items,
             report.path / "fig4.png",

@@ -2,7 +2,7 @@
 
 1. ``alexnet-small`` against ``lenet5``: test error, parameters, training time, and inference time
    per image on the CPU (and on the GPU when there is one), both models timed in alternation
-   (:func:`alexnet.bench.timing.alternate`) so that a shared machine's load hits them alike;
+   (:func:`alexnet.timing.alternate`) so that a shared machine's load hits them alike;
 2. dropout on and off (``alexnet-small``): test error and the gap between training and test error,
    the overfitting dropout exists to prevent (section 4.2);
 3. a batch-size sweep at the recipe's learning rate: the training loss per epoch of each batch size
@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..bench.timing import alternate
 from ..data.loader import batch_indices
 from ..data.transforms import Preset
-from ..training.inference import load_trained
+from ..inference.load import load_trained
+from ..runtime import pick_device
+from ..timing import alternate
 from .common import Report, Stats, compare, data_slug, md_table, verdict
+from .plots import plot_curves_by
 
 EPOCHS = 5
 BATCH_SIZES = (8, 32, 128)
@@ -99,8 +101,6 @@ def lab(
         numbers["models"] = compare_models(models, report.source, device)
         numbers["dropout"] = dropout_numbers(models["alexnet-small"], no_dropout)
         numbers["batch_sweep"] = batch_numbers(by_batch, default_batch)
-        from .plots import plot_curves_by
-
         plot_curves_by(
             {
                 f"batch {b}" + (" (recipe)" if b == default_batch else ""): [
@@ -135,7 +135,6 @@ def lab(
 
 
 def compare_models(models: dict[str, list[dict]], source, device: str) -> dict:
-    from ..runtime import pick_device
 
     first = {m: rs[0]["run_dir"] for m, rs in models.items()}
     out = {"per_model": {}}

@@ -21,12 +21,13 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from ..files import atomic_path, cache_root
 
 _SOURCE = Path(__file__).with_name("lrn_cpu.c")
 # -fno-math-errno lets sqrt vectorize (it changes no result: errno is never read); -march=native
@@ -37,12 +38,6 @@ _TYPES = {torch.float32: "float", torch.float64: "double"}
 # n, c, hw; channels_last, groups, before, after; alpha, beta, k
 _ARGS = [*[ctypes.c_int64] * 3, ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_int,
          *[ctypes.c_double] * 3]
-
-
-def _cache_dir() -> Path:
-    # the package's cache convention (alexnet.data.stats.cache_root); kernels import nothing from it
-    root = os.environ.get("ALEXNET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "alexnet")
-    return Path(root) / "kernels"
 
 
 def _cpu_id() -> bytes:
@@ -61,7 +56,7 @@ def _build(real: str) -> ctypes.CDLL:
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([source, cc.encode(), real.encode(), _cpu_id(),
                                      " ".join(_FLAGS).encode()])).hexdigest()[:16]
-    lib = _cache_dir() / f"lrn_cpu_{real}_{key}.so"
+    lib = cache_root() / "kernels" / f"lrn_cpu_{real}_{key}.so"
     try:
         if not lib.exists():
             _compile(cc, real, lib)
@@ -76,21 +71,14 @@ def _build(real: str) -> ctypes.CDLL:
 
 
 def _compile(cc: str, real: str, lib: Path) -> None:
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)  # another process may build it too
-    os.close(fd)
-    try:
+    with atomic_path(lib, mode=0o755) as tmp:  # another process may build it too: each its own temporary
         for extra in ([_NATIVE], []):
-            r = subprocess.run([cc, *_FLAGS, *extra, f"-Dreal={real}", str(_SOURCE), "-o", tmp, "-lm"],
+            r = subprocess.run([cc, *_FLAGS, *extra, f"-Dreal={real}", str(_SOURCE), "-o", str(tmp), "-lm"],
                                check=False, capture_output=True, text=True, timeout=120)
             if r.returncode == 0:
                 break
         else:
             raise ImportError(f"building the CPU LRN kernel failed: {(r.stderr or r.stdout).strip()[:500]}")
-        os.replace(tmp, lib)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 _LIBS = {dtype: _build(real) for dtype, real in _TYPES.items()}

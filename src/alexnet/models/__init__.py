@@ -1,100 +1,27 @@
-"""The model zoo: ``create_model(name, num_classes=..., **options)`` over a small registry."""
+"""The model zoo: ``create_model(name, num_classes=..., **options)`` over a small registry, and
+``create_model(name, weights=PATH)`` for a weights file."""
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable
-
-from ..errors import UserError
 from .alexnet import AlexNet2012, AlexNetOWT
 from .base import ImageClassifier, ModelCfg
-from .convnet import ConvNet18
 from .lrn import LocalResponseNorm, local_response_norm
+from .registry import (ModelError, build_model, check_options, data_options, list_models, model_cfg,
+                       model_options)
 from .small import AlexNetSmall, LeNet5
-
-_REGISTRY: dict[str, Callable[..., ImageClassifier]] = {
-    "alexnet2012": AlexNet2012,
-    "alexnet-owt": AlexNetOWT,
-    "alexnet-small": AlexNetSmall,
-    "lenet5": LeNet5,
-    "convnet18": ConvNet18,  # the four-layer CIFAR-10 net of Figure 1 (cuda-convnet layers-18pct.cfg)
-}
-
-
-class ModelError(UserError, ValueError):
-    """An unknown model name or option."""
-
-
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
-    return list(_REGISTRY)
-
-
-def model_options(name: str) -> dict[str, object]:
-    """The keyword options a model accepts, with their defaults."""
-    sig = inspect.signature(_get(name))
-    return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
-
-
-def model_cfg(name: str) -> ModelCfg:
-    """What model ``name`` says about itself (input size, recipe, normalization, output layer)."""
-    return _get(name).default_cfg
-
-
-def data_options(name: str, channels: int, size: int) -> dict:
-    """The options that make model ``name`` fit images of ``channels`` x ``size`` x ``size``:
-    ``in_chans`` and ``img_size`` for the models sized by their data, nothing for the others."""
-    return {"in_chans": channels, "img_size": size} if model_cfg(name).sized_by_data else {}
-
-
-def check_options(name: str, options: dict) -> dict:
-    """Options typed against the model's signature: ``lrn=maybe`` or ``dropout=abc`` is an error."""
-    accepted = model_options(name)
-    if "num_classes" in options:
-        raise ModelError("the class count is not a model option: use --num-classes (or let the data set it)")
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ModelError(f"{name} has no option(s) {', '.join(unknown)}; "
-                         f"it accepts: {', '.join(accepted) or 'none'}")
-    out = {}
-    for key, value in options.items():
-        kind = type(accepted[key])
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            want = {bool: "true or false", int: "an integer", float: "a number", str: "a word"}.get(
-                kind, kind.__name__)
-            raise ModelError(f"{name} option {key} must be {want}, got {value!r}")
-        out[key] = value
-    return out
-
-
-def _get(name: str) -> Callable[..., ImageClassifier]:
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown model {name!r}; choose from: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+from .weights import load_weights
 
 
 def create_model(name: str, *, num_classes: int | None = None, weights=None, **options) -> ImageClassifier:
     """Build a registered model, e.g. ``create_model("alexnet2012", lrn_mode="cuda-convnet")``
     (``num_classes`` 1000 unless given), or with ``weights=PATH`` load a weights file into it
     (class count, options and ``model.pretrained_cfg`` from the file; see :mod:`.weights`)."""
-    cls = _get(name)
-    if weights is not None:
-        from .weights import load_weights  # here: weights.py builds models through this module
-
-        model = load_weights(weights, name, **options)
-        if num_classes is not None and num_classes != model.num_classes:
-            raise ModelError(f"{weights} has {model.num_classes} classes, not {num_classes}")
-        return model
-    num_classes = 1000 if num_classes is None else num_classes
-    options = check_options(name, options)
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
-    try:
-        return cls(num_classes, **options)
-    except (ValueError, TypeError) as e:  # a bad option value (towers=3, activation="gelu", ...)
-        raise ModelError(f"{name}: {e}") from None
+    if weights is None:
+        return build_model(name, 1000 if num_classes is None else num_classes, **options)
+    model = load_weights(weights, name, **options)
+    if num_classes is not None and num_classes != model.num_classes:
+        raise ModelError(f"{weights} has {model.num_classes} classes, not {num_classes}")
+    return model
 
 
 __all__ = ["AlexNet2012", "AlexNetOWT", "AlexNetSmall", "LeNet5", "ImageClassifier", "ModelCfg",

@@ -31,65 +31,8 @@ from torch import nn
 
 from .base import ImageClassifier, ModelCfg
 from .dropout import make_dropout
+from .layers import init_weights, make_activation, scaled_kernels
 from .lrn import LocalResponseNorm
-
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-INITS = ("paper", "caffe", "kaiming", "torch")
-
-
-def make_activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name](inplace=True) if name == "relu" else ACTIVATIONS[name]()
-
-
-def scaled_kernels(counts: tuple[int, ...], width: float, towers: int) -> tuple[int, ...]:
-    """The kernel counts of conv1-conv4 times ``width``, each a whole number the towers can share.
-
-    conv5 and the fully connected layers are not scaled: the paper's one-GPU comparison net "has the
-    same number of kernels as the two-GPU net in the final convolutional layer" and does not halve
-    "the fully-connected layers which follow" (Krizhevsky et al. 2012, section 3.2, footnote 2).
-    """
-    if not (isinstance(width, (int, float)) and 0 < width <= 4):
-        raise ValueError(f"width must be in (0, 4], got {width!r}")
-    scaled = tuple(round(c * width) for c in counts)
-    for base, got in zip(counts, scaled):
-        if got < towers or got % towers or abs(got - base * width) > 1e-9:
-            raise ValueError(f"width {width} gives {base * width:g} kernels for a layer of {base}: it must "
-                             f"give a whole number divisible by towers={towers}")
-    return scaled
-
-
-def init_weights(model: nn.Module, scheme: str, ones: set[str], std: dict[str, float] | None = None,
-                 output: str = "") -> None:
-    """Initialize every conv / linear layer of ``model`` (named in its ``named_modules``).
-
-    - "paper": weights N(0, 0.01); biases 1 on the layers in ``ones`` (so their ReLUs start with
-      positive inputs, section 5), 0 elsewhere.
-    - "caffe": as bvlc_alexnet's prototxt: N(0, 0.01), fc6/fc7 N(0, 0.005), those biases 0.1.
-    - "kaiming": He normal weights (fan_in: keeps the forward signal's scale), zero biases; the
-      ``output`` layer N(0, 0.01), so the first predictions are near uniform.
-    - "torch": leave PyTorch's default initialization (what torchvision's AlexNet uses).
-    """
-    if scheme not in INITS:
-        raise ValueError(f"unknown init {scheme!r}; expected one of {INITS}")
-    if scheme == "torch":
-        return
-    std = std or {}
-    for name, m in model.named_modules():
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
-            continue
-        short = name.rsplit(".", 1)[-1]
-        if scheme == "kaiming":
-            if short == output:
-                nn.init.normal_(m.weight, 0.0, 0.01)
-            else:
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-            continue
-        nn.init.normal_(m.weight, 0.0, std.get(short, 0.01) if scheme == "caffe" else 0.01)
-        nn.init.constant_(m.bias, (1.0 if scheme == "paper" else 0.1) if short in ones else 0.0)
-
 
 # What follows conv1 and conv2, in order: activation, normalization (LRN) and max-pooling.
 LRN_ORDERS = {

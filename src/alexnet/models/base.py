@@ -4,7 +4,7 @@ methods the rest of the package relies on (``forward_features``, ``forward_head`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -12,17 +12,40 @@ from torch import nn
 
 @dataclass(frozen=True)
 class ModelCfg:
-    """What a model says about itself (timm's ``default_cfg``, torchvision's weights metadata).
+    """What is known about a model: the one metadata record of the zoo (timm's ``PretrainedCfg``,
+    torchvision's weights enums).
 
-    Everything outside ``models/`` asks a model's ``default_cfg`` instead of keeping lists of names.
+    Every architecture carries one as ``default_cfg`` (the first block of fields). A model loaded from
+    a weights file carries one as ``pretrained_cfg``: its architecture's, completed with what the file
+    says (the second block), and the registry of published weights
+    (:data:`alexnet.models.weights.KNOWN_WEIGHTS`) holds one per file. Everything outside ``models/``
+    asks these records instead of keeping lists of names.
     """
 
+    # the architecture
     input_size: tuple[int, int, int]  # (C, H, W) that the model takes with its default options
     recipe: str                       # the training recipe that ``--recipe auto`` picks for it
     normalize: str                    # input normalization its recipe uses: paper, standard, imagenet
     classifier: str                   # dotted name of the output layer (fine-tuning replaces it)
     sized_by_data: bool = False       # its ``in_chans`` / ``img_size`` options follow the data
     eval_resize: int | None = None    # photographs: side of the centre square cropped at evaluation
+    # a weights file (empty for a model built from scratch)
+    model: str = ""                   # the registered model name the weights fit
+    options: dict = field(default_factory=dict)  # the model options they fit (create_model keywords)
+    num_classes: int | None = None
+    classes: tuple[str, ...] = ()     # class ids, in output order
+    class_names: tuple[str, ...] = ()  # readable names, in output order
+    preset: str | dict | None = None  # evaluation preset: a named one (data.transforms) or Preset.to_dict()
+    metrics: dict = field(default_factory=dict)  # published accuracy, %
+    weights: str | None = None        # the registry's name for the file, when it is a published one
+    file: str = ""                    # the file's name (registry) or path (loaded)
+    url: str = ""                     # where the published file is downloaded from
+    sha256: str = ""                  # registry: the hash prefix the publisher gives; loaded: the whole hash
+    num_params: int | None = None
+    categories: str = ""              # registry: the named class list ("imagenet-1k")
+    recipe_url: str = ""              # registry: how the published weights were trained
+    data: str | None = None           # the dataset spec the weights were trained on, when recorded
+    note: str | None = None           # how the file was recognized, when it carried no description
 
 
 class ImageClassifier(nn.Module):

@@ -32,34 +32,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .alexnet import make_activation
 from .base import ImageClassifier, ModelCfg
+from .layers import WithinMapNorm, make_activation
 
 INITS = ("kaiming", "cuda-convnet")
-
-
-class WithinMapNorm(nn.Module):
-    """cuda-convnet's ``rnorm``: ``x / (1 + scale * mean of x^2 over a size x size window) ^ power``.
-
-    The window is zero-padded at the borders and its sum divided by ``size^2`` (the file's ``scale``
-    is divided by ``size^2`` in cuda-convnet's layer parser), which ``avg_pool2d`` with
-    ``count_include_pad=True`` computes.
-    """
-
-    def __init__(self, size: int = 3, scale: float = 5e-5, power: float = 0.75):
-        super().__init__()
-        self.size, self.scale, self.power = size, scale, power
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean_sq = F.avg_pool2d(x * x, self.size, stride=1, padding=self.size // 2, count_include_pad=True)
-        return x / (1 + self.scale * mean_sq).pow(self.power)
-
-    def extra_repr(self) -> str:
-        return f"size={self.size}, scale={self.scale}, power={self.power}"
 
 
 def _pooled(size: int) -> int:

@@ -127,7 +127,7 @@ def lrn_reference(x: torch.Tensor, size: int, alpha: float, beta: float, k: floa
 def _kernels(device_type: str):
     """The fused kernel module for a device type (``alexnet.kernels.lrn_triton`` for CUDA,
     ``alexnet.kernels.lrn_cpu`` for the CPU), or None where its compiler is missing."""
-    try:
+    try:  # deferred: Triton is optional, and the CPU kernel compiles its C source on first import
         if device_type == "cuda":
             from ..kernels import lrn_triton as mod
         elif device_type == "cpu":

@@ -31,9 +31,9 @@ from collections import OrderedDict
 
 from torch import nn
 
-from .alexnet import init_weights, make_activation, scaled_kernels
 from .base import ImageClassifier, ModelCfg
 from .dropout import make_dropout
+from .layers import init_weights, make_activation, scaled_kernels
 from .lrn import LocalResponseNorm
 
 

@@ -14,51 +14,37 @@ accuracy), and loading of any weights file without executing pickled code:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..checkpoint import CheckpointError, check_checkpoint, is_checkpoint, load_torch_file
 from ..errors import UserError
+from .alexnet import AlexNetOWT
+from .base import ModelCfg
+from .registry import ModelError, build_model, list_models, model_cfg, model_options
 
 METADATA_KEY = "alexnet"  # the safetensors metadata entry holding our JSON description
 
 
-@dataclass(frozen=True)
-class WeightsInfo:
-    """What is known about one published weights file."""
-
-    name: str
-    file: str
-    sha256_prefix: str  # as many leading hex digits of the file's SHA-256 as the publisher gives
-    url: str
-    model: str
-    options: dict
-    num_classes: int
-    num_params: int
-    input_size: tuple[int, int, int]
-    preset: str  # a named evaluation preset (alexnet.data.transforms.NAMED_PRESETS)
-    categories: str  # "imagenet-1k": the class names shipped in the package
-    metrics: dict = field(default_factory=dict)  # published accuracy, %
-    recipe: str = ""
-
-
 # torchvision's IMAGENET1K_V1 AlexNet weights (torchvision/models/alexnet.py). torchvision names its
 # files NAME-<first 8 hex digits of the SHA-256>.pth and torch.hub checks that prefix on download.
-KNOWN_WEIGHTS: dict[str, WeightsInfo] = {w.name: w for w in [
-    WeightsInfo(
-        name="alexnet-owt.imagenet1k-v1", file="alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79",
-        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-        model="alexnet-owt", options={}, num_classes=1000, num_params=61_100_840, input_size=(3, 224, 224),
-        preset="torchvision-eval", categories="imagenet-1k", metrics={"acc@1": 56.522, "acc@5": 79.066},
-        recipe="https://github.com/pytorch/vision/tree/main/references/classification#alexnet-and-vgg"),
+KNOWN_WEIGHTS: dict[str, ModelCfg] = {w.weights: w for w in [
+    dataclasses.replace(
+        AlexNetOWT.default_cfg, weights="alexnet-owt.imagenet1k-v1", file="alexnet-owt-7be5be79.pth",
+        sha256="7be5be79", url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        model="alexnet-owt", options={}, num_classes=1000, num_params=61_100_840, preset="torchvision-eval",
+        categories="imagenet-1k", metrics={"acc@1": 56.522, "acc@5": 79.066},
+        recipe_url="https://github.com/pytorch/vision/tree/main/references/classification#alexnet-and-vgg"),
 ]}
 
 
@@ -84,9 +70,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def find_known(sha256: str) -> WeightsInfo | None:
+def find_known(sha256: str) -> ModelCfg | None:
     """The registry entry whose published hash (prefix) the file's SHA-256 starts with."""
-    return next((w for w in KNOWN_WEIGHTS.values() if sha256.startswith(w.sha256_prefix)), None)
+    return next((w for w in KNOWN_WEIGHTS.values() if sha256.startswith(w.sha256)), None)
 
 
 @dataclass
@@ -126,14 +112,21 @@ def read_weights(path: str | os.PathLike) -> WeightsFile:
     if path.suffix == ".safetensors":
         state, meta = _read_safetensors(path)
         return WeightsFile(path, state, sha, meta)
-    obj = load_torch_file(path)
+    try:
+        obj = load_torch_file(path)
+    except CheckpointError as e:
+        raise WeightsError(str(e)) from None
     meta = None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        if obj.get("format") == "alexnet-checkpoint":
-            meta = {"model": obj["model_name"], "options": obj["model_options"],
-                    "num_classes": obj["num_classes"],
-                    "classes": obj["classes"], "class_names": obj["class_names"], "preset": obj["preset"],
-                    "data": obj.get("data")}
+    if is_checkpoint(obj):
+        try:
+            ckpt = check_checkpoint(obj, path)
+        except CheckpointError as e:
+            raise WeightsError(str(e)) from None
+        meta = {"model": ckpt["model_name"], "options": ckpt["model_options"],
+                "num_classes": ckpt["num_classes"], "classes": ckpt["classes"],
+                "class_names": ckpt["class_names"], "preset": ckpt["preset"], "data": ckpt.get("data")}
+        obj = ckpt["model"]
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path} does not hold a state dict (a mapping of names to tensors)")
@@ -160,7 +153,8 @@ def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
     return "; ".join(parts)
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike | dict, *, new_head: bool = False) -> nn.Module:
+def load_pretrained(model: nn.Module, path: str | os.PathLike | dict, *, new_head: bool = False,
+                    where: str | None = None) -> nn.Module:
     """Load a weights file (or a state dict) into ``model``: every key and shape must match.
 
     ``load_pretrained(create_model("alexnet-owt"), "alexnet-owt-7be5be79.pth")`` gives torchvision's
@@ -177,7 +171,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike | dict, *, new_hea
     why = _mismatch(model, state)
     if why:
         name = getattr(model, "name", type(model).__name__)
-        where = "the state dict" if isinstance(path, dict) else str(path)
+        where = where or ("the state dict" if isinstance(path, dict) else str(path))
         raise WeightsError(f"{where} does not fit {name}: {why}")
     model.load_state_dict(state, strict=True)
     return model
@@ -197,8 +191,6 @@ def _fits(name: str, state: dict[str, torch.Tensor], num_classes: int) -> dict |
     """Options of model ``name`` under which ``state`` fits it exactly, or None. The trunk's options
     (towers, in_chans) are found on the ``features.`` tensors first; then the image side, which only
     the first fc layer shows."""
-    from . import ModelError, create_model, model_options
-
     accepted = model_options(name)
     first = next(v for k, v in state.items() if k.endswith(".weight") and v.ndim == 4)
     trunk = {"towers": (accepted["towers"], 3 - accepted["towers"])} if "towers" in accepted else {}
@@ -210,14 +202,14 @@ def _fits(name: str, state: dict[str, torch.Tensor], num_classes: int) -> dict |
     for values in itertools.product(*trunk.values()):
         options = dict(zip(trunk, values))
         with torch.device("meta"):  # shapes only: nothing is allocated or initialized for real
-            probe = create_model(name, num_classes=num_classes, **options)
+            probe = build_model(name, num_classes, **options)
         if _mismatch_in(probe, state, "features."):
             continue
         for side in sides:
             sized = options if side is None else {**options, "img_size": side}
             try:
                 with torch.device("meta"):
-                    probe = create_model(name, num_classes=num_classes, **sized)
+                    probe = build_model(name, num_classes, **sized)
             except ModelError:
                 continue
             if not _mismatch(probe, state):
@@ -230,8 +222,6 @@ def match_architecture(state: dict[str, torch.Tensor], model_name: str | None = 
     """``(model name, options, num_classes)`` of the registered model whose parameters have exactly
     the keys and shapes of ``state``; raises :class:`WeightsError` when none has (or, with
     ``model_name``, when that model has not)."""
-    from . import create_model, list_models
-
     num_classes = _num_classes(state)
     names = list_models()
     if model_name in names:
@@ -239,7 +229,7 @@ def match_architecture(state: dict[str, torch.Tensor], model_name: str | None = 
     if num_classes is not None:
         for name in names:
             with torch.device("meta"):
-                probe = create_model(name, num_classes=num_classes)
+                probe = build_model(name, num_classes)
             if set(probe.state_dict()) != set(state):
                 continue  # another model's layer names: no option changes those
             options = _fits(name, state, num_classes)
@@ -253,9 +243,7 @@ def match_architecture(state: dict[str, torch.Tensor], model_name: str | None = 
 
 
 def _build(wf: WeightsFile, name: str, options: dict, num_classes: int) -> nn.Module:
-    from . import create_model
-
-    model = create_model(name, num_classes=num_classes, **options)
+    model = build_model(name, num_classes, **options)
     why = _mismatch(model, wf.state)
     if why:
         raise WeightsError(f"{wf.path} does not fit {name} {options or ''}: {why}")
@@ -265,9 +253,10 @@ def _build(wf: WeightsFile, name: str, options: dict, num_classes: int) -> nn.Mo
 
 def load_weights(path: str | os.PathLike, model_name: str | None = None, *, quiet: bool = False,
                  **options) -> nn.Module:
-    """Build the model a weights file holds and load it; ``model.pretrained_cfg`` then describes it:
-    ``weights`` (registry name or None), ``sha256``, ``model``, ``options``, ``classes``,
-    ``class_names``, ``preset`` (a preset name or a ``Preset.to_dict()``), ``metrics``.
+    """Build the model a weights file holds and load it; ``model.pretrained_cfg`` (a :class:`ModelCfg`)
+    then describes it: its architecture's ``default_cfg`` with the file's ``weights`` (registry name or
+    None), ``file``, ``sha256``, ``model``, ``options``, ``classes``, ``class_names``, ``preset`` (a
+    preset name or a ``Preset.to_dict()``), ``metrics``, ``data`` and ``note``.
 
     ``model_name`` and ``options`` must agree with the file (options that leave no trace in the
     weights, e.g. ``lrn_mode``, override what the file says). A file neither in the registry nor
@@ -282,8 +271,13 @@ def load_weights(path: str | os.PathLike, model_name: str | None = None, *, quie
         classes, preset, metrics = names, known.preset, dict(known.metrics)
     elif wf.meta is not None:
         m = wf.meta
-        name, opts, k = m["model"], dict(m["options"]), int(m["num_classes"])
-        classes, names, preset, metrics = list(m["classes"]), list(m["class_names"]), m["preset"], {}
+        try:
+            name, opts, k = m["model"], dict(m["options"]), int(m["num_classes"])
+            classes, names, preset = list(m["classes"]), list(m["class_names"]), m["preset"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise WeightsError(f"{wf.path}: its {METADATA_KEY!r} description is incomplete ({e!r} is "
+                               f"missing or malformed)") from None
+        metrics = {}
     else:
         name, opts, k = match_architecture(wf.state, model_name, str(wf.path))
         classes = names = imagenet_class_names() if k == 1000 else [str(i) for i in range(k)]
@@ -294,49 +288,15 @@ def load_weights(path: str | os.PathLike, model_name: str | None = None, *, quie
                 f"keys and shapes as {name}{' ' + shown if shown else ''}, other options at their defaults")
     if model_name is not None and model_name != name:
         raise WeightsError(f"{wf.path} holds {name} weights, not {model_name}")
+    if name not in list_models():
+        raise WeightsError(f"{wf.path} holds weights of an unknown model {name!r}; this version knows: "
+                           f"{', '.join(list_models())}")
     model = _build(wf, name, {**opts, **options}, k)
     if note and not quiet:
         print(f"alexnet: note: {note}", file=sys.stderr)
-    model.pretrained_cfg = {"weights": known.name if known else None, "file": str(wf.path),
-                            "sha256": wf.sha256,
-                            "model": name, "options": {**opts, **options}, "num_classes": k,
-                            "classes": classes, "class_names": names, "preset": preset, "metrics": metrics,
-                            "data": (wf.meta or {}).get("data"), "note": note}
+    model.pretrained_cfg = dataclasses.replace(
+        known or model_cfg(name), weights=known.weights if known else None, file=str(wf.path),
+        sha256=wf.sha256, model=name, options={**opts, **options}, num_classes=k, classes=tuple(classes),
+        class_names=tuple(names), preset=preset, metrics=metrics, data=(wf.meta or {}).get("data"), note=note)
     return model
 
-
-_MAGIC = [(b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
-          (b"BM", "a BMP image"), (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip file"),
-          (b"ONNX", "an ONNX model"), (b"\x08", "an ONNX model (protobuf)")]
-
-
-def load_torch_file(path: str | os.PathLike):
-    """``torch.load(path, weights_only=True)`` on the CPU; a file it cannot read raises
-    :class:`WeightsError` saying what the file is, never suggesting an unsafe load."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise WeightsError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{path}: {_unreadable(head, e)}") from None
-
-
-def _unreadable(head: bytes, error: Exception) -> str:
-    message = str(error)
-    if not head:
-        return "empty file, not a PyTorch checkpoint"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, or its legacy pickle
-        if "Unsupported global" in message or "GLOBAL" in message:
-            return ("a PyTorch file holding objects other than tensors and plain values; not loaded, because "
-                    "loading it would run code from the file")
-        return "a truncated or damaged PyTorch file"
-    for magic, what in _MAGIC:
-        if head.startswith(magic):
-            return f"not a PyTorch checkpoint (it is {what})"
-    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
-        return "not a PyTorch checkpoint (it is a text file)"
-    return "not a PyTorch checkpoint"

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import yaml
 
-from ..cliargs import format_table, parse_kv
+from ..cliargs import parse_kv
 from ..data import DataSource, build_source
 from ..data.transforms import LIGHTING_FORMS, MEAN_CROPS
 from ..errors import UserError
 from ..models import check_options, data_options, model_cfg, model_options
 from ..runtime import check_cuda_graphs, pick_device
-from .recipes import RECIPE_FIELDS, RECIPE_MODEL_OPTIONS, RECIPES
+from .recipes import RECIPE_MODEL_OPTIONS, RECIPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -337,12 +337,3 @@ def _upgrade(recorded: dict) -> dict:
     if out.get("name") == "":
         out["name"] = None
     return out
-
-
-def recipe_table() -> str:
-    """The recipes side by side, one row per option they set."""
-    names = list(RECIPES)
-    rows = [[key, *(RECIPES[r][key] for r in names)] for key in RECIPE_FIELDS]
-    rows += [[f"--opt {key}", *(RECIPE_MODEL_OPTIONS.get(r, {}).get(key, "model's") for r in names)]
-             for key in sorted({k for opts in RECIPE_MODEL_OPTIONS.values() for k in opts})]
-    return format_table(["option", *names], rows, align="l" * (len(names) + 1))

@@ -9,16 +9,18 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import UserError
 from ..provenance import environment
 from ..runtime import amp_warning
-from .checkpoint import load_checkpoint
-from .config import RESUMABLE_CHANGES, resolve_config
-from .distributed import compute_cleanup, compute_init
+from ..checkpoint import load_checkpoint
+from ..distributed import compute_cleanup, compute_init
+from ..data import DataSource
+from .config import RESUMABLE_CHANGES, TrainConfig, resolve_config
 from .rundir import RunDir
 from .tblog import check_tensorboard
-from .trainer import StopRequest, Trainer
+from .trainer import Callback, StopRequest, Trainer
 
 
 class TrainingStopped(Exception):
@@ -38,32 +40,47 @@ class Outcome:
 
 
 def train(model: str | None = None, data: str | None = None, *, config_file: str | None = None,
-          resume: str | None = None, **options) -> dict:
+          resume: str | None = None, callbacks: Sequence[Callback] = (), **options) -> dict:
     """Train a model as ``alexnet train`` does, with the same defaults; returns ``results.json``'s content
     plus ``run_dir``.
 
     ``alexnet.train(model="alexnet2012", data="synthetic", epochs=2)`` is
     ``alexnet train --model alexnet2012 --data synthetic --epochs 2``; keyword names are the flags' with
-    underscores, ``model_opts`` a dict (``--opt``).
+    underscores, ``model_opts`` a dict (``--opt``). ``callbacks`` are :class:`Callback` objects told of
+    the run's start, steps and epochs.
     """
     values = {**options, **({"model": model} if model else {}), **({"data": data} if data else {})}
-    outcome = launch(values, config_file=config_file, resume=resume, where="argument")
+    return _finished(launch(values, config_file=config_file, resume=resume, where="argument",
+                            callbacks=callbacks))
+
+
+def train_resolved(cfg: TrainConfig, source: DataSource, *, callbacks: Sequence[Callback] = ()) -> dict:
+    """:func:`train` for a config already resolved by :func:`resolve_config` against ``source``."""
+    return _finished(run(cfg, source, callbacks=callbacks))
+
+
+def _finished(outcome: Outcome) -> dict:
     if outcome.signum is not None:
         raise TrainingStopped(outcome.signum, outcome.run_dir)
     return {**outcome.results, "run_dir": str(outcome.run_dir)}
 
 
 def launch(values: dict, *, config_file: str | None = None, resume: str | None = None,
-           where: str = "option") -> Outcome:
+           where: str = "option", callbacks: Sequence[Callback] = ()) -> Outcome:
     """Resolve, then run. ``values`` are the options given explicitly."""
-    checkpoint, recorded = None, None
-    if resume:
-        rundir, checkpoint, recorded = _reopen(Path(resume))
-        cfg, source = resolve_config(values, config_file=config_file, resume={"config": recorded},
-                                     where=where)
-    else:
+    if not resume:
         cfg, source = resolve_config(values, config_file=config_file, where=where)
-        rundir = RunDir(Path(cfg.out) / cfg.name)
+        return run(cfg, source, callbacks=callbacks)
+    rundir, checkpoint, recorded = _reopen(Path(resume))
+    cfg, source = resolve_config(values, config_file=config_file, resume={"config": recorded}, where=where)
+    return run(cfg, source, rundir=rundir, checkpoint=checkpoint, recorded=recorded, callbacks=callbacks)
+
+
+def run(cfg: TrainConfig, source: DataSource, *, rundir: RunDir | None = None, checkpoint: dict | None = None,
+        recorded: dict | None = None, callbacks: Sequence[Callback] = ()) -> Outcome:
+    """Run a resolved config: a new run, or (``rundir`` and what :func:`_reopen` read) a resumed one."""
+    resume = rundir is not None
+    rundir = rundir or RunDir(Path(cfg.out) / cfg.name)
     if cfg.tensorboard:
         check_tensorboard()
     dist, device = compute_init(cfg.device)
@@ -76,7 +93,7 @@ def launch(values: dict, *, config_file: str | None = None, resume: str | None =
             rundir.create()
         dist.barrier()
         try:
-            trainer = Trainer(cfg, source, rundir, dist, device, checkpoint=checkpoint)
+            trainer = Trainer(cfg, source, rundir, dist, device, checkpoint=checkpoint, callbacks=callbacks)
         except BaseException:
             if not resume and dist.primary and rundir.path.is_dir() and not any(rundir.path.iterdir()):
                 rundir.path.rmdir()  # nothing was written: leave no empty run behind

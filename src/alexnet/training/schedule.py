@@ -1,5 +1,10 @@
 """Learning-rate schedules, written in closed form from a small state so a resumed run lands on
-exactly the lr an uninterrupted run would have."""
+exactly the lr an uninterrupted run would have.
+
+The base learning rate of each parameter group is set once, when the optimizer is built
+(:func:`alexnet.training.setup.build_optimizer`: the config's lr times the group's multiplier); the
+schedule keeps it as the group's ``initial_lr`` (as ``torch.optim.lr_scheduler`` does) and sets the lr
+of every step to ``initial_lr`` times its factor. Nothing else writes a learning rate."""
 
 from __future__ import annotations
 
@@ -19,10 +24,12 @@ class Schedule:
     - "constant".
     """
 
-    def __init__(self, kind: str, optimizer: torch.optim.Optimizer, *, base_lr: float, epochs: int,
-                 steps_per_epoch: int, factor: float = 0.1, patience: int = 5, max_drops: int = 3,
-                 threshold: float = 0.0, step_size: int = 30, warmup_epochs: int = 0):
-        self.kind, self.optimizer, self.base_lr = kind, optimizer, base_lr
+    def __init__(self, kind: str, optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int,
+                 factor: float, patience: int, max_drops: int, threshold: float, step_size: int,
+                 warmup_epochs: int):
+        self.kind, self.optimizer = kind, optimizer
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
         self.total_steps = max(1, epochs * steps_per_epoch)
         self.warmup_steps = warmup_epochs * steps_per_epoch
         self.factor, self.patience, self.max_drops = factor, patience, max_drops
@@ -34,8 +41,16 @@ class Schedule:
         self.steps = 0
         self._apply()
 
+    @classmethod
+    def from_config(cls, cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> "Schedule":
+        """The schedule a resolved :class:`~alexnet.training.config.TrainConfig` names."""
+        return cls(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+                   factor=cfg.lr_factor, patience=cfg.patience, max_drops=cfg.max_drops,
+                   threshold=cfg.plateau_threshold, step_size=cfg.step_size, warmup_epochs=cfg.warmup_epochs)
+
     @property
     def lr(self) -> float:
+        """The weights' learning rate now (the first parameter group's)."""
         return self.optimizer.param_groups[0]["lr"]
 
     def _apply(self) -> None:
@@ -48,8 +63,8 @@ class Schedule:
                 scale = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         else:
             scale = self.scale
-        for group in self.optimizer.param_groups:  # biases may run at a multiple of the weights' lr
-            group["lr"] = self.base_lr * scale * group.get("lr_mult", 1.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * scale
 
     def after_step(self) -> None:
         self.steps += 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import find_checkpoint
 from ..data import DataSource
 from ..data.stats import load_or_compute_stats
 from ..data.transforms import Lighting, Normalization, Preset
@@ -14,10 +15,9 @@ from ..errors import UserError
 from ..models import create_model
 from ..models.base import ImageClassifier
 from ..models.weights import load_pretrained
+from ..distributed import Dist
 from ..optim import PaperSGD
-from .checkpoint import find_checkpoint
 from .config import TrainConfig
-from .distributed import Dist
 
 
 def build_model(cfg: TrainConfig, source: DataSource) -> ImageClassifier:
@@ -84,17 +84,17 @@ def build_presets(cfg: TrainConfig, source: DataSource, model: ImageClassifier,
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Two parameter groups, weights and biases; the biases' learning rate and weight decay are the
-    weights' times ``bias_lr_mult`` and ``bias_decay_mult`` (Caffe: 2 and 0; the paper: 1 and 1).
-    Each group keeps its ``lr_mult`` for the schedule. Frozen parameters are left out."""
+    """Two parameter groups, weights and biases, each with its base learning rate and weight decay: the
+    biases' are the weights' times ``bias_lr_mult`` and ``bias_decay_mult`` (Caffe: 2 and 0; the paper:
+    1 and 1). This is the one place a learning rate comes from the config; the schedule
+    (:class:`.schedule.Schedule`) scales these bases. Frozen parameters are left out."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in trainable if not n.endswith("bias")], "lr_mult": 1.0,
+    groups = [{"params": [p for n, p in trainable if not n.endswith("bias")],
                "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in trainable if n.endswith("bias")], "lr_mult": cfg.bias_lr_mult,
+              {"params": [p for n, p in trainable if n.endswith("bias")],
                "lr": cfg.lr * cfg.bias_lr_mult, "weight_decay": cfg.weight_decay * cfg.bias_decay_mult}]
     kind = PaperSGD if cfg.optimizer == "paper-sgd" else torch.optim.SGD
-    return kind([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay)
+    return kind([g for g in groups if g["params"]], momentum=cfg.momentum)
 
 
 def tower_devices(spec: str, local_rank: int = 0) -> tuple[torch.device, torch.device]:

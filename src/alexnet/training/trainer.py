@@ -12,24 +12,26 @@ import math
 import signal
 import threading
 import time
+from typing import Sequence
 
 import torch
 from tqdm import tqdm
 
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import DataSource
 from ..data.loader import EpochLoader, batch_indices, epoch_seed
 from ..data.prefetch import Prefetcher
 from ..data.transforms import Preset
+from ..distributed import Dist
 from ..errors import UserError
+from ..evaluation import EvalResult, Member, evaluate
+from ..models.split import split_towers
 from ..provenance import environment
 from ..runtime import grad_scaler, prepare_model
-from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import Dist
-from .engine import EvalResult, Member, TrainState, evaluate, train_one_epoch
+from .engine import TrainState, train_one_epoch
 from .rundir import RunDir
 from .schedule import Schedule
-from ..models.split import split_towers
 from .setup import build_model, build_optimizer, build_presets, load_stats, tower_devices
 from .tblog import open_log
 
@@ -62,12 +64,28 @@ class StopRequest:
         return False
 
 
+class Callback:
+    """Hooks into a run (``alexnet.train(..., callbacks=[...])``); every hook does nothing unless
+    overridden. They run on every process, after the run's own bookkeeping of the same moment."""
+
+    def on_start(self, epoch: int, epochs: int) -> None:
+        """Training starts (or resumes) with ``epoch`` of ``epochs`` epochs done."""
+
+    def on_step(self, step: int, steps: int) -> None:
+        """Step ``step`` (1-based) of the epoch's ``steps`` is done."""
+
+    def on_epoch(self, record: dict) -> None:
+        """An epoch ended: ``record`` is its line of metrics.jsonl, already written."""
+
+
 class Trainer:
     """One run: built from a resolved config and its data source; ``checkpoint`` continues one."""
 
     def __init__(self, cfg: TrainConfig, source: DataSource, rundir: RunDir, dist: Dist,
-                 device: torch.device, checkpoint: dict | None = None):
+                 device: torch.device, checkpoint: dict | None = None,
+                 callbacks: Sequence[Callback] = ()):
         self.cfg, self.source, self.rundir, self.dist, self.device = cfg, source, rundir, dist, device
+        self.callbacks = list(callbacks)
         for split in ("train", "val"):
             source.split(split)  # fail now, not after an epoch, when a split is empty
         if cfg.batch_size % dist.world:
@@ -94,11 +112,7 @@ class Trainer:
         self.scaler = grad_scaler(device, cfg.amp)
         self.local_batch = cfg.batch_size // dist.world
         self.steps_per_epoch = len(self._train_batches(0))
-        self.schedule = Schedule(cfg.schedule, self.optimizer, base_lr=cfg.lr, epochs=cfg.epochs,
-                                 steps_per_epoch=self.steps_per_epoch, factor=cfg.lr_factor,
-                                 patience=cfg.patience, max_drops=cfg.max_drops,
-                                 threshold=cfg.plateau_threshold, step_size=cfg.step_size,
-                                 warmup_epochs=cfg.warmup_epochs)
+        self.schedule = Schedule.from_config(cfg, self.optimizer, self.steps_per_epoch)
         self.generator = torch.Generator()  # crops, flips, lighting
         self.epoch = 0
         self.state = TrainState()  # the epoch in progress
@@ -137,7 +151,10 @@ class Trainer:
                             f"version uses {len(self.optimizer.param_groups)} (weights, biases): it was "
                             f"saved by an earlier alexnet; start a new run from its weights (--pretrained)")
         self.model.load_state_dict(ckpt["model"])
+        bases = [g["initial_lr"] for g in self.optimizer.param_groups]  # from this config, not the file
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group, base in zip(self.optimizer.param_groups, bases):
+            group["initial_lr"] = base
         self.schedule.load_state_dict(ckpt["schedule"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.history = ckpt["epoch"], list(ckpt["history"])
@@ -190,6 +207,8 @@ class Trainer:
     def fit(self, stop: StopRequest) -> int | None:
         """Train the remaining epochs; returns a signal number if stopped by one."""
         cfg, dist = self.cfg, self.dist
+        for cb in self.callbacks:
+            cb.on_start(self.epoch, cfg.epochs)
         while self.epoch < cfg.epochs:
             self._seed_epoch()
             self.noted = 0
@@ -205,6 +224,8 @@ class Trainer:
                 self._check_finite(state.loss_sum)
                 self.schedule.after_step()
                 self._note_bad_files(state.skipped)
+                for cb in self.callbacks:
+                    cb.on_step(state.step, steps)
                 if dist.any(stop.signum is not None, self.device):
                     return True
                 if cfg.save_every and state.step % cfg.save_every == 0 and state.step < steps:
@@ -253,6 +274,8 @@ class Trainer:
             self.save("best")
         self.rundir.write_metrics(self.history)
         self.log.epoch(record)
+        for cb in self.callbacks:
+            cb.on_epoch(record)
         k = min(5, self.source.num_classes)
         line = (f"epoch {self.epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} "
                 f"top-1 {100 * record['train_top1']:5.1f}%  val loss {val.loss:.4f} "
@@ -324,7 +347,8 @@ class Trainer:
         return results
 
     def plots(self, result: EvalResult) -> None:
-        from ..viz import plot_confusion, plot_conv1, plot_curves  # matplotlib: loaded when a run ends
+        # deferred: matplotlib takes half a second to import, and `import alexnet` should not pay it
+        from ..viz import plot_confusion, plot_conv1, plot_curves
 
         out = self.rundir.path / "plots"
         if self.history:

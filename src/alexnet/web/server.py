@@ -27,9 +27,14 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from ..analysis import Explainer, conv1_stats, subset_indices, train_index
+from ..data import build_source
 from ..data.decode import ImageDecodeError, decode_file
+from ..data.samples import gallery
 from ..errors import UserError
+from ..inference.analysis import Explainer, conv1_stats, subset_indices, train_index
+from ..inference.load import load_trained
+from ..models.summary import summarize
+from ..viz import kernel_grid
 
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes
 MIN_SIDE = 8  # pixels: a smaller image carries no pattern any layer could respond to
@@ -73,8 +78,6 @@ class Entry:
 
     def explainer(self) -> Explainer:
         """The loaded model; loaded again when its checkpoint file changed (a run still training)."""
-        from ..training.inference import load_trained
-
         ckpt = self.checkpoint()
         if ckpt is None:
             raise UploadError(409, f"{self.id} has no checkpoint yet: it appears after the first epoch")
@@ -90,8 +93,6 @@ class Entry:
 
     def source(self):
         """The run's dataset (None for weights without one, or data that is not here any more)."""
-        from ..data import build_source
-
         spec = self.explainer().loaded.data
         if spec is None:
             return None
@@ -168,14 +169,6 @@ def discover(paths: list[str], *, model_name: str | None = None) -> list[Entry]:
         entries.append(Entry(rid, path.resolve(), run.resolve() if run else None,
                              model_name if run is None else None))
     return entries
-
-
-def gallery() -> dict[str, Path]:
-    """The sample photographs that ship with scikit-learn (china.jpg, flower.jpg)."""
-    import sklearn.datasets
-
-    folder = Path(sklearn.datasets.__file__).parent / "images"
-    return {p.name: p for p in sorted(folder.glob("*.jpg"))}
 
 
 def png(array: np.ndarray) -> bytes:
@@ -325,8 +318,6 @@ def run_card(entry: Entry) -> dict:
 
 
 def full_card(entry: Entry) -> dict:
-    from ..models.summary import summarize
-
     card = run_card(entry)
     if entry.checkpoint() is None:
         card["loaded"] = False
@@ -403,8 +394,6 @@ def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
 
     @app.get("/api/runs/{rid}/conv1/{tower}.png")
     async def conv1_png(rid: str, tower: int):
-        from ..viz import kernel_grid
-
         ex = await run_in_threadpool(get(rid).explainer)
         conv = ex.layers[0].conv if ex.layers and ex.layers[0].conv is not None else None
         if conv is None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from ..runtime import pick_device
+from .runtime import pick_device
 
 
 @dataclass

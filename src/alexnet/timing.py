@@ -1,5 +1,5 @@
-"""Measuring side by side: alternating timers, peak memory, the device's peak arithmetic rate and a
-shared by ``alexnet bench train|infer|lrn`` (the machine's record is
+"""Measuring side by side: alternating timers, peak memory and the device's peak arithmetic rate,
+shared by the benchmarks and the experiments (the machine's record is
 :func:`alexnet.provenance.environment`)."""
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-
-from .. import runtime
 
 
 def sync(device: torch.device) -> None:
@@ -137,10 +135,3 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]
         best = min(best, time.perf_counter() - t0)
     name = str(dtype).removeprefix("torch.")
     return 2 * n**3 / best / 1e12, f"measured: best of 5 {n}x{n} {name} matmuls in this run"
-
-
-def add_speed_flags(group) -> None:
-    """The fast-path flags every model benchmark shares: --amp, --channels-last, --compile."""
-    group.add_argument("--amp", default="off", choices=list(runtime.AMP_DTYPES), help="autocast dtype")
-    group.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
-    group.add_argument("--compile", action="store_true", help="torch.compile (TorchInductor)")

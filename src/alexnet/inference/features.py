@@ -18,13 +18,19 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from .errors import UserError
+from ..data import build_source
+from ..data.loader import EpochLoader, batch_indices
+from ..data.transforms import Preset
+from ..errors import UserError
+from ..files import atomic_path
+from ..runtime import pick_device
+from .load import load_trained, split_for
 
 _ACTIVATIONS = (nn.ReLU, nn.Tanh)
 
@@ -107,14 +113,6 @@ def dataset_features(source: str, data: str | None = None, *, layer: str = "fc7"
                      progress: bool = True) -> FeatureSet:
     """Features of every image of a dataset split, from a run directory, checkpoint or weights file,
     with the model's own evaluation preprocessing (undecodable files are skipped and listed)."""
-    from tqdm import tqdm
-
-    from .data import build_source
-    from .data.loader import EpochLoader, batch_indices
-    from .data.transforms import Preset
-    from .runtime import pick_device
-    from .training.inference import load_trained, split_for
-
     if batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     loaded = load_trained(source, model_name=model_name)
@@ -148,48 +146,6 @@ def dataset_features(source: str, data: str | None = None, *, layer: str = "fc7"
 
 def save_npz(fs: FeatureSet, path: str | os.PathLike) -> None:
     """Write ``features``, ``labels``, ``files``, ``class_names`` and ``layer`` to ``path`` atomically."""
-    from .export import check_target
-
-    path = check_target(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, features=fs.features.numpy(), labels=fs.labels.numpy(), files=np.array(fs.files),
-                     class_names=np.array(fs.class_names), layer=np.array(fs.layer))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _run(args) -> int:
-    from .export import check_target
-
-    check_target(args.output)  # before the slow part
-    fs = dataset_features(args.source, args.data, layer=args.layer, split=args.split,
-                          batch_size=args.batch_size,
-                          device=args.device, workers=args.workers, model_name=args.model,
-                          progress=not args.quiet)
-    save_npz(fs, args.output)
-    for where in fs.skipped:
-        print(f"alexnet: skipped unreadable {where}", file=sys.stderr)
-    n, d = fs.features.shape
-    print(f"wrote {Path(args.output)}: {n} x {d} {args.layer} features, labels and file names")
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("features", help="write a layer's activations for a whole dataset to .npz",
-                       description="Run a model over a dataset split and save one vector per image "
-                                   "(features), its label (labels) and its file (files) to an .npz file.")
-    from .export import add_source_args
-
-    add_source_args(p)
-    p.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default: test)")
-    p.add_argument("--layer", default="fc7", help="conv1..conv5, pool5, fc6, fc7, fc8 or a module path")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .npz file to write")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--workers", type=int, default=0, help="data loading worker processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, features=fs.features.numpy(), labels=fs.labels.numpy(), files=np.array(fs.files),
+                 class_names=np.array(fs.class_names), layer=np.array(fs.layer))

@@ -6,13 +6,14 @@ import json
 import os
 import time
 
-from . import build_source
-from .base import DataError
-from .check import check_dataset, format_report, raise_if_unusable
-from .stats import compute_stats, load_or_compute_stats, stats_path
-from .store import prepare_store
-from .synth import write_folder
-from .transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+from ..data import build_source
+from ..data.base import DataError
+from ..data.check import check_dataset, format_report, raise_if_unusable
+from ..data.stats import compute_stats, load_or_compute_stats, stats_path
+from ..data.store import prepare_store
+from ..data.synth import write_folder
+from ..data.transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+from .flags import add_batch_size, add_json, add_workers, bounded_int
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
@@ -112,7 +113,7 @@ def add_parser(sub) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--splits", default="train,val",
                    help="splits to write, of train,val,test (default: train,val)")
-    s.add_argument("--workers", type=int, default=0, help="worker processes (default: 0, this process)")
+    add_workers(s, what="worker processes")
     s.set_defaults(func=_synth)
 
     s = dsub.add_parser("prepare", help="convert a dataset into a fast pre-resized store", description=(
@@ -121,9 +122,8 @@ def add_parser(sub) -> None:
         "and listed."))
     s.add_argument("src", help="dataset spec (a folder, imagenet:PATH, ...)")
     s.add_argument("out", help="output folder (must not exist; written atomically)")
-    s.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                   help=f"decoding processes (default: {DEFAULT_WORKERS})")
-    s.add_argument("--batch-size", type=int, default=64, help="images per decoding task (default: 64)")
+    add_workers(s, DEFAULT_WORKERS, what="decoding processes")
+    add_batch_size(s, what="images per decoding task")
     s.set_defaults(func=_prepare)
 
     s = dsub.add_parser("check", help="report what is wrong with a dataset, without training", description=(
@@ -131,12 +131,11 @@ def add_parser(sub) -> None:
         "undecodable files, tiny images, label-file mismatches and empty classes. Exit 0 if usable, "
         "2 with a one-line reason otherwise."))
     s.add_argument("src", help="dataset spec")
-    s.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                   help=f"decoding processes (default: {DEFAULT_WORKERS})")
+    add_workers(s, DEFAULT_WORKERS, what="decoding processes")
     s.add_argument("--tiny", type=int, default=64,
                    help="report images whose shorter side is below this (default: 64)")
     s.add_argument("--strict", action="store_true", help="also fail when any file is undecodable")
-    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json(s, "print the report as JSON")
     s.set_defaults(func=_check)
 
     s = dsub.add_parser("stats", help="mean, std and the RGB PCA (eigenvalues/vectors) of a training set",
@@ -145,9 +144,10 @@ def add_parser(sub) -> None:
         "[0, 1]) used by the paper's PCA lighting. Cached with the dataset; training uses the same numbers."))
     s.add_argument("src", help="dataset spec")
     s.add_argument("--split", default="train", help="split to measure (default: train)")
-    s.add_argument("--max-images", type=int, default=None, help="use a random subset of this many images")
-    s.add_argument("--workers", type=int, default=0, help="decoding processes (default: 0)")
+    s.add_argument("--max-images", type=bounded_int(1), default=None,
+                   help="use a random subset of this many images")
+    add_workers(s, what="decoding processes")
     s.add_argument("--no-cache", action="store_true",
                    help="compute afresh, neither reading nor writing the cache")
-    s.add_argument("--json", action="store_true", help="print JSON")
+    add_json(s, "print JSON")
     s.set_defaults(func=_stats)

@@ -27,7 +27,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .._version import __version__
+from ..data.transforms import preset_to_json
+from ..errors import UserError
+from ..files import atomic_path
+from ..models.weights import METADATA_KEY, load_weights
+from .load import Loaded
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 TOLERANCE = 1e-4  # max abs difference of float32 logits accepted between a runtime and PyTorch
@@ -38,11 +43,8 @@ class ExportError(UserError, ValueError):
     """An export that cannot be done (bad target, missing package, a check that failed)."""
 
 
-def describe(loaded) -> dict:
+def describe(loaded: Loaded) -> dict:
     """The JSON description written into every exported file."""
-    from . import __version__
-    from .data.transforms import preset_to_json
-
     m = loaded.model
     return {"model": m.name, "options": loaded.options,
             "num_classes": m.num_classes, "input_size": list(m.input_size), "classes": loaded.classes,
@@ -60,21 +62,6 @@ def check_target(path: str | os.PathLike) -> Path:
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ExportError(f"cannot write {path}: permission denied")
     return path
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yield a temporary path beside ``path``; rename it over ``path`` if the block succeeds."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # some writers (safetensors) create owner-only files
-        os.replace(tmp, path)
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".data")):  # ONNX external data, if any
-            leftover.unlink(missing_ok=True)
 
 
 def _example(model, batch: int = 2) -> torch.Tensor:
@@ -129,8 +116,6 @@ def export_safetensors(model, path: Path, meta: dict) -> None:
         from safetensors.torch import save_file
     except ImportError:
         raise ExportError("safetensors export needs safetensors (pip install 'alexnet[export]')") from None
-    from .models.weights import METADATA_KEY
-
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={METADATA_KEY: json.dumps(meta), "format": "pt"})
 
@@ -152,8 +137,6 @@ def pt2_runner(path: str | os.PathLike):
 
 def safetensors_runner(path: str | os.PathLike):
     """The model the safetensors file describes, loaded back."""
-    from .models.weights import load_weights
-
     return load_weights(path, quiet=True).eval()
 
 
@@ -171,9 +154,9 @@ EXPORTERS = {"onnx": (export_onnx, onnx_runner), "pt2": (export_pt2, pt2_runner)
              "safetensors": (export_safetensors, safetensors_runner)}
 
 
-def export(loaded, fmt: str, path: str | os.PathLike, *, opset: int | None = None,
+def export(loaded: Loaded, fmt: str, path: str | os.PathLike, *, opset: int | None = None,
            check: bool = True) -> dict:
-    """Write ``loaded`` (an :class:`alexnet.training.inference.Loaded`) as ``fmt`` to ``path``.
+    """Write ``loaded`` (a :class:`Loaded` model) as ``fmt`` to ``path``.
 
     With ``check`` the written file is run (onnxruntime, ``torch.export.load``, or loaded back) at
     batch 1 and 7 before it replaces ``path``; a difference over 1e-4 is an error and leaves no file.
@@ -186,7 +169,7 @@ def export(loaded, fmt: str, path: str | os.PathLike, *, opset: int | None = Non
     meta = describe(loaded)
     write, runner = EXPORTERS[fmt]
     diff = None
-    with _atomic(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         try:
             if fmt == "onnx":
                 write(model, tmp, meta, opset)
@@ -206,44 +189,3 @@ def export(loaded, fmt: str, path: str | os.PathLike, *, opset: int | None = Non
                                   f"(more than {TOLERANCE:g}); nothing written")
         size = tmp.stat().st_size
     return {"path": str(path), "format": fmt, "bytes": size, "max_abs_diff": diff}
-
-
-def _run(args) -> int:
-    from .training.inference import load_trained
-
-    fmt = args.format
-    if fmt is None:
-        fmt = next((f for f, ext in FORMATS.items() if str(args.output).endswith(ext)), None)
-        if fmt is None:
-            raise ExportError(f"cannot tell the format from {args.output}; pass --format "
-                              "onnx|pt2|safetensors")
-    check_target(args.output)  # before the (slow) load
-    loaded = load_trained(args.source, model_name=args.model)
-    out = export(loaded, fmt, args.output, opset=args.opset, check=not args.no_check)
-    runner = {"onnx": "onnxruntime", "pt2": "torch.export.load", "safetensors": "reloaded"}[fmt]
-    line = f"wrote {out['path']} ({fmt}, {out['bytes'] / 1e6:.1f} MB)"
-    if out["max_abs_diff"] is not None:
-        line += (f"; {runner} vs PyTorch at batch {' and '.join(map(str, CHECK_BATCHES))}: "
-                 f"max abs diff {out['max_abs_diff']:.2g}")
-    print(line)
-    return 0
-
-
-def add_source_args(p) -> None:
-    """The model to use: ``RUN_OR_WEIGHTS`` and ``--model`` (shared with ``alexnet features``)."""
-    p.add_argument("source", metavar="RUN_OR_WEIGHTS", help="run directory, checkpoint or weights file")
-    p.add_argument("--model", help="the model a weights file must hold (default: found from the file)")
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="write a model as ONNX, torch.export (.pt2) or safetensors",
-                       description="Export a run directory, checkpoint or weights file. ONNX and .pt2 take "
-                                   "float32 (N, C, H, W) images with any batch size N; every format carries "
-                                   "the model name, options, classes and preprocessing.")
-    add_source_args(p)
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
-    p.add_argument("--format", choices=tuple(FORMATS), help="default: from the output's extension")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--no-check", action="store_true",
-                   help="skip running the file at batch 1 and 7 against PyTorch before writing it")
-    p.set_defaults(func=_run)

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data.transforms import Preset
-from .files import atomic_write
-from .models.lrn import LocalResponseNorm
+from ..data.transforms import Preset
+from ..files import atomic_write
+from ..models.lrn import LocalResponseNorm
 
 EMBEDDINGS_FILE = "embeddings-fc7.pt"
 EMBEDDINGS_FORMAT = "alexnet-embeddings"
@@ -108,7 +108,7 @@ class Explanation:
 
 
 class Explainer:
-    """A trained model (:class:`alexnet.training.inference.Loaded`) ready to explain images.
+    """A trained model (:class:`alexnet.inference.load.Loaded`) ready to explain images.
 
     Thread-safe: calls on one explainer take turns (the hooks record into the call's own state,
     and two images at once would only compete for the same CPU cores).

@@ -1,0 +1,125 @@
+"""Using trained models on data: the accuracy of one model or an ensemble on a dataset split (what
+``alexnet evaluate`` prints), and the top classes of image files (``alexnet predict``)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from ..data import build_source
+from ..data.decode import ImageDecodeError
+from ..data.loader import EpochLoader, batch_indices
+from ..data.transforms import Preset
+from ..errors import UserError
+from ..evaluation import EvalResult, Member, evaluate, probabilities
+from ..runtime import amp_warning, pick_device, prepare_model
+from .analysis import top_classes
+from .load import Loaded, load_trained, split_for
+
+# Published top-1 / top-5 error in %: the paper's Table 1 (ILSVRC-2010 test) and Table 2 (ILSVRC-2012
+# val); Caffe's models/bvlc_alexnet/readme.md; torchvision's AlexNet_Weights.IMAGENET1K_V1
+# (100 - 56.522, 100 - 79.066).
+PAPER_ROWS = [
+    ("paper: ILSVRC-2010 test, 1 CNN", 37.5, 17.0),
+    ("paper: ILSVRC-2012 val, 1 CNN", 40.7, 18.2),
+    ("paper: ILSVRC-2012 val, 5 CNNs", 38.1, 16.4),
+    ("Caffe bvlc_alexnet, centre crop", 42.9, 19.8),
+    ("torchvision alexnet, centre crop", 43.5, 20.9),
+]
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_models` measured: one result per model, then the ensemble's (with several)."""
+
+    results: list[EvalResult]
+    class_names: list[str]
+    data: str  # the dataset's name
+    split: str  # the split evaluated (test falls back to val)
+    tta: str
+
+
+def members(loaded: list[Loaded], device: torch.device, *, amp: str = "off", channels_last: bool = False,
+            tta: str = "center", compile_frozen: bool = False) -> list[Member]:
+    """The loaded models on ``device``, each with its evaluation preset and ``tta`` views."""
+    warning = amp_warning(device, amp)
+    if warning:
+        print(f"alexnet: {warning}", file=sys.stderr)
+    out = []
+    for item in loaded:
+        net = prepare_model(item.model.eval(), device, channels_last=channels_last,
+                            compile_frozen=compile_frozen)
+        out.append(Member(net, Preset.from_dict(item.preset, train=False, tta=tta), amp, channels_last,
+                          item.name))
+    return out
+
+
+def evaluate_models(paths: list[str], data: str | None = None, *, split: str = "test", tta: str = "center",
+                    batch_size: int = 64, workers: int = 0, device: str = "auto", amp: str = "off",
+                    channels_last: bool = False, compile_frozen: bool = False,
+                    model_name: str | None = None) -> Evaluation:
+    """Top-1 / top-5 accuracy of each run, checkpoint or weights file in ``paths`` on ``split`` of
+    ``data`` (default: the dataset the first was trained on) and, with several, of their average
+    softmax (the paper's ensembles)."""
+    dev = pick_device(device)
+    loaded = [load_trained(p, model_name=model_name) for p in paths]
+    spec = data or loaded[0].data
+    if spec is None:
+        raise UserError("--data is needed to evaluate a plain weights file")
+    source = build_source(spec)
+    for item in loaded:
+        if len(item.classes) != source.num_classes or (item.data and item.classes != source.classes):
+            raise UserError(f"{item.name} was trained on {len(item.classes)} classes that do not match "
+                            f"the {source.num_classes} classes of {source.name}")
+    reads = {(i.preset.get("resize"), i.preset["base_size"]) for i in loaded}
+    if len(reads) > 1:
+        raise UserError("the models read image files differently (torchvision's resize and crop vs the "
+                        "paper's squares); evaluate them separately")
+    images = split_for(loaded[0], source, split)
+    batches = batch_indices(len(images), batch_size, shuffle=False)
+    models = members(loaded, dev, amp=amp, channels_last=channels_last, tta=tta,
+                     compile_frozen=compile_frozen)
+    results = evaluate(models, EpochLoader(images, batches, workers=workers), dev, source.num_classes)
+    return Evaluation(results, source.class_names, source.name, source.eval_split_name(split), tta)
+
+
+def _warn_if_tiny(path, side: int) -> None:
+    """A picture much smaller than the model's input is blown up: say so (only the header is read)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - the decoder reports unreadable files itself
+        return
+    if min(w, h) < side // 2:
+        print(f"alexnet: warning: {path} is {w}x{h} pixels; it was upscaled to {side}x{side}, so the "
+              f"prediction says little", file=sys.stderr)
+
+
+def predict_files(path: str, images: list[str], *, top_k: int = 5, tta: str = "center", device: str = "auto",
+                  amp: str = "off", compile_frozen: bool = False,
+                  model_name: str | None = None) -> tuple[list[dict], int]:
+    """The ``top_k`` classes of each image file, with their probabilities, by the model in ``path``;
+    returns the predictions and the number of files that could not be read (each reported on stderr)."""
+    dev = pick_device(device)
+    item = load_trained(path, model_name=model_name)
+    member = members([item], dev, amp=amp, tta=tta, compile_frozen=compile_frozen)[0]
+    channels = item.model.input_size[0]
+    reader = Preset.from_dict(item.preset, train=False)
+    k = min(top_k, len(item.classes))
+    failures, outputs = 0, []
+    for image_path in images:
+        try:
+            _warn_if_tiny(image_path, reader.resize or reader.base_size)
+            image = reader.load(image_path, channels)
+        except ImageDecodeError as e:
+            print(f"alexnet: error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        with torch.no_grad():
+            probs = probabilities(member, image[None].to(dev))[0].cpu()
+        top = top_classes(probs, item.classes, item.class_names, k)
+        outputs.append({"image": str(image_path), "top": top})
+    return outputs, failures
