@@ -17,6 +17,9 @@ from alexnet.checkpoint import load_checkpoint
 
 # A short run of the default job: the same model, data and recipe, fewer epochs.
 QUICK = ("--epochs", "3", "--quiet")
+# Smaller still, for the checks that compare a run with itself (same seed, killed and resumed): three of
+# the digits (324 training images, 11 steps per epoch), two epochs.
+SHORT = ("--data", "digits:classes=0-2", "--epochs", "2", "--quiet")
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -42,7 +45,8 @@ def assert_one_line_error(r, code=2):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One short default run shared by the tests that only read it."""
+    """One short default run shared by the tests that only read it, started as a user starts it
+    (``python -m alexnet train``)."""
     out = tmp_path_factory.mktemp("runs")
     r = subprocess.run([sys.executable, "-m", "alexnet", "train", *QUICK, "--out", out, "--name", "base"],
                        capture_output=True, text=True, timeout=900)
@@ -92,10 +96,20 @@ def test_python_entry_point_resolves_as_the_command_line(trained):
     assert small == (32, 0.02, "cosine", 1, "sgd")
 
 
+@pytest.fixture(scope="module")
+def short(tmp_path_factory):
+    """An uninterrupted SHORT run, the reference of the resumed ones."""
+    from alexnet.cli import main
+
+    out = tmp_path_factory.mktemp("short")
+    assert main(["train", *SHORT, "--out", str(out), "--name", "ref"]) == 0
+    return out / "ref"
+
+
 @pytest.mark.slow
-def test_same_seed_same_metrics(trained, tmp_path, cli):
-    run, _ = trained
-    r = cli("train", *QUICK, "--out", tmp_path, "--name", "again")
+def test_same_seed_same_metrics(short, tmp_path, cli):
+    run = short
+    r = cli("train", *SHORT, "--out", tmp_path, "--name", "again")
     assert r.returncode == 0, r.stderr
     assert comparable(read_metrics(tmp_path / "again")) == comparable(read_metrics(run))
     a = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
@@ -118,11 +132,11 @@ def wait_for(predicate, timeout=600):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_gives_the_same_result(trained, tmp_path, cli):
-    run, _ = trained
+def test_sigkill_mid_epoch_then_resume_gives_the_same_result(short, tmp_path, cli):
+    run = short
     target = tmp_path / "killed"
     # --save-every adds mid-epoch checkpoints, so the kill lands after one of them, inside epoch 2
-    p = start(["train", *QUICK, "--out", tmp_path, "--name", "killed", "--save-every", "10"])
+    p = start(["train", *SHORT, "--out", tmp_path, "--name", "killed", "--save-every", "3"])
     ckpt = target / "checkpoints" / "last.pt"
     wait_for(lambda: ckpt.is_file() and load_quietly(ckpt, "epoch") == 1 and load_quietly(ckpt, "step") > 0)
     p.send_signal(signal.SIGKILL)
@@ -147,10 +161,10 @@ def load_quietly(path, key):
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_step_saves_and_says_how_to_resume(trained, tmp_path, cli):
-    run, _ = trained
+def test_sigterm_finishes_the_step_saves_and_says_how_to_resume(short, tmp_path, cli):
+    run = short
     target = tmp_path / "term"
-    p = start(["train", *QUICK, "--out", tmp_path, "--name", "term"])
+    p = start(["train", *SHORT, "--out", tmp_path, "--name", "term"])
     wait_for(lambda: (target / "metrics.jsonl").is_file() and (target / "metrics.jsonl").read_text().strip())
     time.sleep(0.5)
     p.send_signal(signal.SIGTERM)

@@ -133,15 +133,20 @@ def _predict(args) -> int:
         raise UserError("give a run directory, a checkpoint or --weights PATH")
     if not images:
         raise UserError("no image files given")
-    outputs, failures = predict_files(checkpoint, images, top_k=args.top_k, tta=args.tta, device=args.device,
-                                      amp=args.amp, compile_frozen=args.compile_frozen, model_name=args.model)
-    if args.json:
-        print(json.dumps(outputs, indent=2))
-    else:
-        for out in outputs:
+    outputs, failures = [], 0
+    for out in predict_files(checkpoint, images, top_k=args.top_k, tta=args.tta, device=args.device,
+                             amp=args.amp, compile_frozen=args.compile_frozen, model_name=args.model):
+        if "error" in out:
+            print(f"alexnet: error: {out['error']}", file=sys.stderr)
+            failures += 1
+        elif args.json:
+            outputs.append(out)
+        else:
             print(out["image"])
             for p in out["top"]:
                 print(f"  {p['rank']}. {p['name']:30s} {100 * p['probability']:6.2f}%")
+    if args.json:
+        print(json.dumps(outputs, indent=2))
     return 2 if failures else 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from PIL import Image
@@ -100,26 +101,23 @@ def _warn_if_tiny(path, side: int) -> None:
 
 def predict_files(path: str, images: list[str], *, top_k: int = 5, tta: str = "center", device: str = "auto",
                   amp: str = "off", compile_frozen: bool = False,
-                  model_name: str | None = None) -> tuple[list[dict], int]:
-    """The ``top_k`` classes of each image file, with their probabilities, by the model in ``path``;
-    returns the predictions and the number of files that could not be read (each reported on stderr)."""
+                  model_name: str | None = None) -> Iterator[dict]:
+    """The ``top_k`` classes of each image file, with their probabilities, by the model in ``path``, one
+    ``{"image", "top"}`` per file as it is classified; a file that cannot be read yields
+    ``{"image", "error"}``."""
     dev = pick_device(device)
     item = load_trained(path, model_name=model_name)
     member = members([item], dev, amp=amp, tta=tta, compile_frozen=compile_frozen)[0]
     channels = item.model.input_size[0]
     reader = Preset.from_dict(item.preset, train=False)
     k = min(top_k, len(item.classes))
-    failures, outputs = 0, []
     for image_path in images:
         try:
             _warn_if_tiny(image_path, reader.resize or reader.base_size)
             image = reader.load(image_path, channels)
         except ImageDecodeError as e:
-            print(f"alexnet: error: {e}", file=sys.stderr)
-            failures += 1
+            yield {"image": str(image_path), "error": str(e)}
             continue
         with torch.no_grad():
             probs = probabilities(member, image[None].to(dev))[0].cpu()
-        top = top_classes(probs, item.classes, item.class_names, k)
-        outputs.append({"image": str(image_path), "top": top})
-    return outputs, failures
+        yield {"image": str(image_path), "top": top_classes(probs, item.classes, item.class_names, k)}
