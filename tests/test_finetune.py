@@ -46,7 +46,9 @@ def test_frozen_trunk_is_bit_identical_and_the_head_learns(source_run, tmp_path)
     in_optimizer = sum(len(g["params"]) for g in after["optimizer"]["param_groups"])
     assert in_optimizer == len(head)
     results = json.loads((tmp_path / "b59" / "results.json").read_text())
-    assert results["test_top1_accuracy"] > 0.5  # chance is 0.2: the 0-4 features transfer to 5-9
+    # chance is 0.2: the 0-4 features transfer to 5-9. Measured 0.850-0.922 over seeds 0-2 at 1 and 2
+    # threads (2-core AMD EPYC, torch 2.13.0+cpu, 2026-12-03)
+    assert results["test_top1_accuracy"] > 0.5
 
 
 def test_tensorboard_events_hold_the_metrics(tmp_path):

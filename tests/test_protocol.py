@@ -4,26 +4,44 @@ The run keeps everything of the ``paper`` recipe (alexnet2012 at 227, the paper'
 dropout, its SGD update, the mean image, random crops, mirrors, PCA lighting from the data, the plateau
 rule, ten-patch testing) and changes only what the size of the run forces:
 
-- 960 training images of 10 classes (256x256 JPEGs from ``alexnet data synth``) instead of 1.2M, 80 for
-  validation, and 6 epochs instead of 90.
+- 800 training images of 10 classes (256x256 JPEGs from ``alexnet data synth``) instead of 1.2M, 80 for
+  validation, and 6 epochs of 25 steps instead of 90 epochs.
 - The learning rate, 0.005 at batch 32. With the paper's N(0, 0.01) weights and biases of 1, fc7's output
   is nearly the same positive vector for every image at first, so fc8 moves every class's logit by about
   lr x |fc7|^2 x (the class's share of the batch - its predicted probability) per step. With 10 classes
   in batches of 32 those shares vary 19 times more from batch to batch than with the paper's 1000
   classes in batches of 128, and at lr 0.01 the logits swing: the training loss climbs to 5-6 (ln 10 =
-  2.3) and how long the net then sits at chance depends on the seed and the processor (26 to over 80
-  steps measured, the reason this test failed on another processor with the earlier settings). At 0.005
-  the swing stays under 3.9 and the wait is regular: the training loss falls below 2.1 after 51-60 steps
-  in each of 12 runs (seeds 0-8, 400, 800 and 960 images).
-- The plateau rule's patience and threshold: 2 epochs, 5 points of val top-1 error (four of the 80 val
-  images: about one standard deviation of a val error measured on 80 images, so noise is not taken for
-  progress). The epochs are long enough (30 steps) that the wait at chance cannot trigger a drop: that
-  needs three epochs without progress, 90 steps, half as many again as the longest wait measured.
+  2.3) and how long the net then sits at chance is chaotic (26 to over 80 steps measured). Runs at 1
+  and 2 threads differ from the first step (fc8's weight gradient, a sum over the batch that the two
+  thread counts split differently, differs in the last bit; every other tensor is bit-identical), and
+  that last bit decides when such a run leaves chance: the reason this test, with lr 0.01, passed on
+  one processor and failed on another. At 0.005 the swing stays under 3.9 and the wait is regular:
+  the training loss falls below 2.1 after 51-60 steps in each of 12 runs (seeds 0-8; 400, 800 and 960
+  images).
+- The plateau rule's patience and threshold: 2 epochs, 30 points of val top-1 error, so that only the
+  jump out of chance counts as progress. Epoch 2 ends at or near chance (step 50), epoch 3 has left it
+  (step 75, 15 steps after the longest wait measured): the jump is 39-54 points. The slower progress of
+  epochs 4 and 5 (at most 24 points) does not count, so the rule divides the lr after epoch 5 and the
+  test sees epoch 6 run at the lower lr.
 - The reported split is val (the synthetic folder has no test split), so the run reports its last
   weights, not the best-on-val ones.
 - channels-last memory layout, which changes the speed, not the result.
 
-Measured margins: see MEASURED below.
+Measured on a 2-core AMD EPYC VM (AVX512-BF16), torch 2.13.0+cpu, 2026-12-03, this test's data and
+command with ``--seed S`` and OMP_NUM_THREADS=T (val top-1 % after each epoch; ten-patch top-1 error):
+
+    T S  val top-1 after epochs 1-6         lr divided after   ten-patch top-1 error
+    1 0  10.0 27.5 63.7 40.0 61.3 73.8      epoch 5            0.263
+    1 1  10.0 18.8 62.5 60.0 62.5 63.7      epoch 5            0.338
+    1 2  10.0 10.0 51.2 68.8 67.5 75.0      epoch 5            0.250
+    2 0  10.0 27.5 63.7 45.0 61.3 67.5      epoch 5            0.313
+    2 1  10.0 18.8 62.5 66.2 66.2 72.5      epoch 5            0.288
+    2 2  10.0 10.0 48.8 60.0 75.0 75.0      epoch 5            0.250
+
+Margins, observed against the bar: the end error at most 0.338 against MAX_TOP1_ERROR 0.5; val top-1 of
+epoch 3 at least 48.8% where a drop at chance needs it under 40% (7 images of 80); the largest gain of
+epochs 4-5 over epoch 3, 23.8 points, where the 30 that would restart the wait is 5 images away. (The
+1- and 2-thread runs of one seed are not bit-identical: their val curves part at epoch 3 or 4.)
 """
 
 import json
@@ -31,11 +49,10 @@ from pathlib import Path
 
 import pytest
 
-CLASSES, PER_CLASS, VAL_PER_CLASS = 10, 96, 8
-EPOCHS, PATIENCE, THRESHOLD = 6, 2, 5.0
+CLASSES, PER_CLASS, VAL_PER_CLASS = 10, 80, 8
+EPOCHS, PATIENCE, THRESHOLD = 6, 2, 30.0
 LR, BATCH = 0.005, 32
 MAX_TOP1_ERROR = 0.5  # ten-patch top-1 error on val at the end; chance is 0.9
-MEASURED = ""
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -84,13 +101,14 @@ def test_paper_protocol_scaled_down(tmp_path, cli):
     assert results["test_top1_error"] < MAX_TOP1_ERROR, results
     assert results["test_top5_error"] < results["test_top1_error"]
 
-    # the paper's ensemble line: members and the average of their softmax over the ten patches
+    # the paper's ensemble line: the members and the average of their softmax
     ckpts = run / "checkpoints"
-    r = cli("evaluate", ckpts / "best.pt", ckpts / "last.pt", "--tta", "10crop", "--format", "json")
+    # (centre crops here: the ten patches were checked above and would cost two more ten-patch passes)
+    r = cli("evaluate", ckpts / "best.pt", ckpts / "last.pt", "--tta", "center", "--format", "json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["results"]
     assert [row["name"].rsplit("/", 1)[-1] for row in rows] == ["best.pt", "last.pt", "ensemble"]
     # val both chose best.pt and is the reported split, so the run reported its last weights
     assert results["test_split"] == "val" and results["weights"].startswith("last")
-    assert rows[1]["top1_accuracy"] == pytest.approx(results["test_top1_accuracy"])
+    assert rows[1]["top1_accuracy"] == pytest.approx(results["views"]["center"]["top1_accuracy"])
     assert 1 - rows[2]["top1_accuracy"] < MAX_TOP1_ERROR

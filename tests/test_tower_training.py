@@ -21,7 +21,9 @@ def test_split_training_matches_the_grouped_model(tmp_path):
     assert main([*args, "--name", "grouped"]) == 0
     assert main([*args, "--name", "split", "--tower-devices", "cpu,cpu"]) == 0
     a, b = metrics(tmp_path / "grouped")[0], metrics(tmp_path / "split")[0]
-    # the same function with the same dropout masks; float sums in another order over a few steps
+    # the same function with the same dropout masks; float sums in another order over a few steps.
+    # Measured relative differences 9e-9 to 3e-4 over seeds 0-2 at 1 and 2 threads (2-core AMD EPYC,
+    # torch 2.13.0+cpu, 2026-12-03)
     assert abs(a["train_loss"] - b["train_loss"]) < 1e-2 * a["train_loss"]
     ckpt = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     grouped = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"], **ckpt["model_options"])

