@@ -404,3 +404,30 @@ def test_weights_of_a_batch_norm_net_are_recognized(tmp_path):
         torch.save(create_model(name, num_classes=10, norm=norm).state_dict(), path)
         model = load_weights(path, quiet=True)
         assert model.pretrained_cfg.model == name and model.pretrained_cfg.options["norm"] == norm
+
+
+def test_split_towers_of_a_batch_norm_net():
+    """Each device normalizes its own maps over the whole batch: the grouped model's function, running
+    statistics and state dict, in training and evaluation."""
+    torch.manual_seed(0)
+    grouped = create_model("alexnet-small", num_classes=10, norm="batch")
+    split = alexnet.split_towers(grouped, ("cpu", "cpu"))
+    x, y = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.tensor([1, 7, 3, 0])
+    logits = []
+    for model in (grouped, split):
+        torch.manual_seed(5)  # the same dropout masks
+        out = model.train()(x)
+        nn.functional.cross_entropy(out, y).backward()
+        logits.append(out.detach())
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+    width = grouped.features.conv2.out_channels // 2
+    for key in ("conv2.weight", "bn2.weight", "bn2.bias"):  # tower 2's rows of the gradient
+        torch.testing.assert_close(split.halves[1].features.get_parameter(key).grad,
+                                   grouped.features.get_parameter(key).grad[width:], rtol=1e-4, atol=1e-6)
+    got, want = split.state_dict(), grouped.state_dict()  # running statistics after one batch
+    assert list(got) == list(want) and int(got["features.bn1.num_batches_tracked"]) == 1
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=lambda m, key=key: key + m)
+    split.load_state_dict(want)
+    with torch.no_grad():
+        torch.testing.assert_close(split.eval()(x), grouped.eval()(x), rtol=1e-5, atol=1e-5)
