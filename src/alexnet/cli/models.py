@@ -1,4 +1,5 @@
-"""``alexnet summary``, ``models`` and ``recipes``: what the zoo and the recipes hold."""
+"""``alexnet summary``, ``models``, ``recipes`` and ``import-keras``: what the zoo and the recipes hold, and
+a Keras model's weights brought into the zoo."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import json
 
 from ..cliargs import format_table, parse_input_size, parse_kv
 from ..errors import UserError
+from ..inference.export import check_target, export
+from ..inference.load import Loaded, default_preset
 from ..models import check_options, create_model, data_options, list_models, model_cfg, model_options
+from ..models.keras_import import keras_input_output, load_keras, read_keras_file
 from ..models.summary import summarize
+from ..models.weights import imagenet_class_names
 from ..training.recipes import RECIPE_FIELDS, RECIPE_MODEL_OPTIONS, RECIPES
 
 
@@ -69,7 +74,38 @@ def _recipes_table(args) -> int:
     return 0
 
 
+def _import_keras(args) -> int:
+    if not str(args.output).endswith(".safetensors"):
+        raise UserError(f"{args.output}: import-keras writes a .safetensors file")
+    check_target(args.output)  # before the (slow) read
+    options = check_options(args.model, parse_kv(args.opt, what="model option"))
+    keras_model = read_keras_file(args.source)
+    (h, w, c), num_classes = keras_input_output(keras_model)
+    sized = data_options(args.model, c, h) if h == w else {}
+    options = {**sized, **options}
+    model = load_keras(create_model(args.model, num_classes=num_classes, **options), keras_model)
+    classes = imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+    loaded = Loaded(model, default_preset(model), classes, classes, None, str(args.source), options)
+    out = export(loaded, "safetensors", args.output)
+    print(f"wrote {out['path']} ({out['bytes'] / 1e6:.1f} MB): {args.model} with the weights of "
+          f"{args.source}, logits within 1e-4 of Keras's; reloaded: max abs diff {out['max_abs_diff']:.2g}")
+    return 0
+
+
 def add_zoo_parsers(sub) -> None:
-    """``alexnet models`` and ``alexnet recipes``."""
+    """``alexnet models``, ``alexnet recipes`` and ``alexnet import-keras``."""
     sub.add_parser("models", help="list the models and their options").set_defaults(func=_models)
     sub.add_parser("recipes", help="the training recipes side by side").set_defaults(func=_recipes_table)
+    p = sub.add_parser("import-keras", help="a Keras 3 model's weights (.keras) as a .safetensors file",
+                       description="Copy the Conv2D and Dense weights of a saved Keras 3 model into a "
+                                   "model of the zoo (kernels transposed, fc6's inputs reordered from NHWC "
+                                   "to NCHW), check that both give the same logits, and write it with its "
+                                   "model name, options and classes (needs: pip install "
+                                   "'alexnet[keras,export]').")
+    p.add_argument("source", help="the .keras file")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.safetensors", help="file to write")
+    p.add_argument("--model", default="keras-alexnet",
+                   help="the zoo's model with the same layers (default: keras-alexnet, the Keras lesson's)")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="model option, repeatable (the small models' in_chans / img_size follow the file)")
+    p.set_defaults(func=_import_keras)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from .alexnet import AlexNet2012, AlexNetOWT
 from .base import ImageClassifier, ModelCfg
+from .lesson import KerasAlexNet
 from .lrn import LocalResponseNorm, local_response_norm
+from .nnott import NnottAlexNet, NnottLeNet
 from .registry import (ModelError, build_model, check_options, data_options, list_models, model_cfg,
                        model_options)
 from .small import AlexNetSmall, LeNet5
@@ -24,6 +26,7 @@ def create_model(name: str, *, num_classes: int | None = None, weights=None, **o
     return model
 
 
-__all__ = ["AlexNet2012", "AlexNetOWT", "AlexNetSmall", "LeNet5", "ImageClassifier", "ModelCfg",
+__all__ = ["AlexNet2012", "AlexNetOWT", "AlexNetSmall", "LeNet5", "KerasAlexNet", "NnottAlexNet",
+           "NnottLeNet", "ImageClassifier", "ModelCfg",
            "LocalResponseNorm", "local_response_norm", "ModelError", "create_model", "list_models",
            "model_options", "model_cfg", "data_options", "check_options"]

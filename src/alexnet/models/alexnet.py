@@ -31,7 +31,7 @@ from torch import nn
 
 from .base import ImageClassifier, ModelCfg
 from .dropout import make_dropout
-from .layers import init_weights, make_activation, scaled_kernels
+from .layers import check_norm, init_weights, make_activation, scaled_kernels, with_batch_norm
 from .lrn import LocalResponseNorm
 
 # What follows conv1 and conv2, in order: activation, normalization (LRN) and max-pooling.
@@ -51,8 +51,12 @@ class AlexNet2012(ImageClassifier):
     Args:
         num_classes: output classes (1000 for ILSVRC).
         activation: "relu" (paper) or "tanh" (the saturating baseline of Figure 1).
-        lrn: local response normalization after the ReLUs of conv1 and conv2 (paper: on;
-            -1.4% top-1 / -1.2% top-5 error).
+        norm: what normalizes the convolutional trunk: "lrn" (the paper's local response
+            normalization after conv1 and conv2), "batch" (``nn.BatchNorm2d`` after every
+            convolution, before its ReLU, and no LRN: the batch-normalized AlexNet of later papers,
+            "AlexNet-BN") or "none".
+        lrn: with ``norm="lrn"``, local response normalization after the ReLUs of conv1 and conv2
+            (paper: on; -1.4% top-1 / -1.2% top-5 error); ``lrn=False`` is ``norm="none"``.
         lrn_mode: "paper" (alpha as printed), "cuda-convnet" (alpha / n) or "caffe" (alpha / n, k=1).
         overlap_pool: 3x3 windows with stride 2 (paper) instead of 2x2/2 (-0.4% top-1 / -0.3% top-5).
             Both give the same map sizes, 55 -> 27 -> 13 -> 6.
@@ -78,9 +82,9 @@ class AlexNet2012(ImageClassifier):
     default_cfg = ModelCfg(input_size=(3, 227, 227), recipe="paper", normalize="paper",
                            classifier="classifier.fc8", eval_resize=256)
 
-    def __init__(self, num_classes: int = 1000, *, activation: str = "relu", lrn: bool = True,
-                 lrn_mode: str = "paper", overlap_pool: bool = True, dropout: float = 0.5,
-                 towers: int = 2, init: str = "paper", dropout_form: str = "paper",
+    def __init__(self, num_classes: int = 1000, *, activation: str = "relu", norm: str = "lrn",
+                 lrn: bool = True, lrn_mode: str = "paper", overlap_pool: bool = True,
+                 dropout: float = 0.5, towers: int = 2, init: str = "paper", dropout_form: str = "paper",
                  lrn_order: str = "paper", lrn_per_tower: bool = True, width: float = 1.0):
         super().__init__()
         if lrn_order not in LRN_ORDERS:
@@ -90,14 +94,16 @@ class AlexNet2012(ImageClassifier):
             raise ValueError(f"towers must be 1 or 2, got {towers}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_norm(norm)
         act = lambda: make_activation(activation)  # noqa: E731
         pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
         lrn_groups = towers if lrn_per_tower else 1
-        norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=lrn_groups) if lrn else None  # noqa: E731
-        norm()  # validates lrn_mode
+        use_lrn = lrn and norm == "lrn"
+        lrn_layer = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=lrn_groups) if use_lrn else None  # noqa: E731
+        lrn_layer()  # validates lrn_mode
         g = self.towers = towers
         c1, c2, c3, c4 = scaled_kernels((96, 256, 384, 384), width, towers)
-        make = {"act": act, "norm": norm, "pool": pool}
+        make = {"act": act, "norm": lrn_layer, "pool": pool}
         after1, after2 = ([(f"{step}{i}", make[step]()) for step in order]
                           for i, order in ((1, LRN_ORDERS[lrn_order][0]), (2, LRN_ORDERS[lrn_order][1])))
         layers = [
@@ -112,6 +118,8 @@ class AlexNet2012(ImageClassifier):
             ("conv5", nn.Conv2d(c4, 256, 3, padding=1, groups=g)),   # (N, 256, 13, 13) 192 in
             ("act5", act()), ("pool5", pool()),                     # (N, 256, 6, 6)
         ]
+        if norm == "batch":
+            layers = with_batch_norm(layers)  # convK, bnK, actK
         self.features = nn.Sequential(OrderedDict((n, m) for n, m in layers if m is not None))
         self.pool = nn.Identity()
         self.flatten = nn.Flatten(1)  # (N, 9216)

@@ -10,12 +10,32 @@ from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 INITS = ("paper", "caffe", "kaiming", "torch")
+NORMS = ("lrn", "batch", "none")  # what normalizes the trunk of alexnet2012 / alexnet-small: ``norm=``
 
 
 def make_activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name](inplace=True) if name == "relu" else ACTIVATIONS[name]()
+
+
+def check_norm(norm: str, choices: tuple[str, ...] = NORMS) -> str:
+    if norm not in choices:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {choices}")
+    return norm
+
+
+def with_batch_norm(layers: list[tuple[str, nn.Module | None]]) -> list[tuple[str, nn.Module | None]]:
+    """``layers`` (name, module) with an ``nn.BatchNorm2d`` right after every convolution, before its
+    activation: ``convK`` is followed by ``bnK``. That is where the batch-normalized AlexNets put it
+    (Simon, Rodner & Denzler 2016, cvjena/cnn-models ``AlexNet_cvgj``; MatConvNet's
+    ``cnn_imagenet_init_bnorm.m``): conv, BN, ReLU, pool, with no LRN."""
+    out = []
+    for name, module in layers:
+        out.append((name, module))
+        if isinstance(module, nn.Conv2d):
+            out.append((name.replace("conv", "bn", 1), nn.BatchNorm2d(module.out_channels)))
+    return out
 
 
 def scaled_kernels(counts: tuple[int, ...], width: float, towers: int) -> tuple[int, ...]:

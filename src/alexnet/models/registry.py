@@ -11,6 +11,8 @@ from ..errors import UserError
 from .alexnet import AlexNet2012, AlexNetOWT
 from .base import ImageClassifier, ModelCfg
 from .convnet import ConvNet18
+from .lesson import KerasAlexNet
+from .nnott import NnottAlexNet, NnottLeNet
 from .small import AlexNetSmall, LeNet5
 
 _REGISTRY: dict[str, Callable[..., ImageClassifier]] = {
@@ -19,6 +21,9 @@ _REGISTRY: dict[str, Callable[..., ImageClassifier]] = {
     "alexnet-small": AlexNetSmall,
     "lenet5": LeNet5,
     "convnet18": ConvNet18,  # the four-layer CIFAR-10 net of Figure 1 (cuda-convnet layers-18pct.cfg)
+    "keras-alexnet": KerasAlexNet,  # a Keras lesson's simplified AlexNet (224x224x3, 50,844,008 params)
+    "nnott-alexnet": NnottAlexNet,  # the NNOTT lab's AlexNet for 28x28 digits (polla-fattah/nnott)
+    "nnott-lenet": NnottLeNet,      # the NNOTT lab's LeNet
 }
 
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from .base import ImageClassifier, ModelCfg
 from .dropout import make_dropout
-from .layers import init_weights, make_activation, scaled_kernels
+from .layers import check_norm, init_weights, make_activation, scaled_kernels, with_batch_norm
 from .lrn import LocalResponseNorm
 
 
@@ -55,7 +55,8 @@ class AlexNetSmall(ImageClassifier):
         num_classes: output classes.
         in_chans: 1 for grayscale (MNIST, digits), 3 for colour (CIFAR).
         img_size: square input side; any size >= 16, designed for 28 and 32.
-        activation, lrn, lrn_mode, dropout, towers: as for ``alexnet2012``.
+        activation, norm, lrn, lrn_mode, dropout, towers: as for ``alexnet2012`` (``norm="batch"``:
+            ``nn.BatchNorm2d`` after every convolution, before its ReLU, instead of LRN).
         init: "kaiming" (default here), "paper", "caffe" or "torch".
         dropout_form: "inverted" (default here, as every small-image recipe and PyTorch) or "paper".
         width: multiplier of the kernels of conv1-conv4 (64, 128, 192, 192; conv5 and the fully
@@ -67,7 +68,7 @@ class AlexNetSmall(ImageClassifier):
                            classifier="classifier.fc8", sized_by_data=True)
 
     def __init__(self, num_classes: int = 10, *, in_chans: int = 1, img_size: int = 28,
-                 activation: str = "relu", lrn: bool = True, lrn_mode: str = "paper",
+                 activation: str = "relu", norm: str = "lrn", lrn: bool = True, lrn_mode: str = "paper",
                  overlap_pool: bool = True, dropout: float = 0.5, towers: int = 2,
                  init: str = "kaiming", dropout_form: str = "inverted", width: float = 1.0):
         super().__init__()
@@ -75,18 +76,20 @@ class AlexNetSmall(ImageClassifier):
         make_dropout(dropout, dropout_form)  # validates dropout_form
         if towers not in (1, 2):
             raise ValueError(f"towers must be 1 or 2, got {towers}")
+        check_norm(norm)
         self.input_size = (in_chans, img_size, img_size)
         act = lambda: make_activation(activation)  # noqa: E731
         pool = lambda: nn.MaxPool2d(3, 2) if overlap_pool else nn.MaxPool2d(2, 2)  # noqa: E731
-        norm = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=towers) if lrn else None  # noqa: E731
-        norm()  # validates lrn_mode
+        use_lrn = lrn and norm == "lrn"
+        lrn_layer = lambda: LocalResponseNorm.from_mode(lrn_mode, groups=towers) if use_lrn else None  # noqa: E731
+        lrn_layer()  # validates lrn_mode
         g = self.towers = towers
         c1, c2, c3, c4 = scaled_kernels((64, 128, 192, 192), width, towers)
         layers = [
             ("conv1", nn.Conv2d(in_chans, c1, 5, padding=2)),         # (N, 64, S, S)
-            ("act1", act()), ("norm1", norm()), ("pool1", pool()),   # (N, 64, S1, S1)
-            ("conv2", nn.Conv2d(c1, c2, 5, padding=2, groups=g)),     # (N, 128, S1, S1)
-            ("act2", act()), ("norm2", norm()), ("pool2", pool()),   # (N, 128, S2, S2)
+            ("act1", act()), ("norm1", lrn_layer()), ("pool1", pool()),   # (N, 64, S1, S1)
+            ("conv2", nn.Conv2d(c1, c2, 5, padding=2, groups=g)),          # (N, 128, S1, S1)
+            ("act2", act()), ("norm2", lrn_layer()), ("pool2", pool()),   # (N, 128, S2, S2)
             ("conv3", nn.Conv2d(c2, c3, 3, padding=1)),               # (N, 192, S2, S2)
             ("act3", act()),
             ("conv4", nn.Conv2d(c3, c4, 3, padding=1, groups=g)),     # (N, 192, S2, S2)
@@ -94,6 +97,8 @@ class AlexNetSmall(ImageClassifier):
             ("conv5", nn.Conv2d(c4, 128, 3, padding=1, groups=g)),    # (N, 128, S2, S2)
             ("act5", act()), ("pool5", pool()),                      # (N, 128, S3, S3)
         ]
+        if norm == "batch":
+            layers = with_batch_norm(layers)  # convK, bnK, actK
         self.features = nn.Sequential(OrderedDict((n, m) for n, m in layers if m is not None))
         side = img_size
         for _ in range(3):

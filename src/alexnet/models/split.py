@@ -4,7 +4,8 @@
 with ``towers=2``) and returns a :class:`SplitTowers` that holds tower 1 on ``devices[0]`` and tower 2
 on ``devices[1]``. Every convolution and every hidden fully connected layer is split by its output
 kernels / neurons (conv1 48 + 48, conv2 128 + 128, ..., fc6 and fc7 2048 + 2048 for alexnet2012);
-conv2/4/5, the LRNs (each over its own tower's maps) and the poolings see only their own tower, so
+conv2/4/5, the LRNs (each over its own tower's maps), the batch norms of ``norm="batch"`` (per
+channel) and the poolings see only their own tower, so
 the towers exchange activations only where the paper's Figure 2 crosses between the GPUs:
 
     before conv3      each device sends its pool2 maps to the other (all-gather of the channels)
@@ -67,6 +68,14 @@ def _tower_layer(name: str, layer: nn.Module, tower: int) -> tuple[nn.Module, bo
         if layer.groups != TOWERS:
             raise ValueError(f"split_towers: {name} normalizes across the towers (groups={layer.groups})")
         return LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k), False
+    if isinstance(layer, nn.BatchNorm2d):  # per channel, over the whole batch each device reads
+        width = layer.num_features // TOWERS
+        rows = slice(tower * width, (tower + 1) * width)
+        half = nn.BatchNorm2d(width, eps=layer.eps, momentum=layer.momentum)
+        with torch.no_grad():
+            for key, value in layer.state_dict().items():
+                getattr(half, key).copy_(value if value.ndim == 0 else value[rows])
+        return half, False
     if any(True for _ in layer.parameters()):
         raise ValueError(f"split_towers: does not know how to split {name} ({type(layer).__name__})")
     return copy.deepcopy(layer), False  # activations, poolings: per channel / per element
@@ -177,7 +186,8 @@ class SplitTowers(ImageClassifier):
                 state[prefix + key] = state.pop(prefix + self._local_key(key, 0))
                 continue
             a, b = (state.pop(prefix + self._local_key(key, t)) for t in range(TOWERS))
-            state[prefix + key] = torch.cat([a, b.to(a.device)])  # tower 1's rows first
+            # tower 1's rows first; a count (batch norm's num_batches_tracked) is the same in both
+            state[prefix + key] = a if a.ndim == 0 else torch.cat([a, b.to(a.device)])
 
     def _split_state_dict(self, state: dict, prefix: str, _metadata, _strict, _missing, _unexpected,
                           errors: list[str]) -> None:
@@ -191,7 +201,8 @@ class SplitTowers(ImageClassifier):
             elif key.startswith(self._output_prefix):
                 state[prefix + self._local_key(key, 0)] = full
             else:
-                for tower, half in enumerate(full.chunk(TOWERS)):
+                halves = [full] * TOWERS if full.ndim == 0 else full.chunk(TOWERS)
+                for tower, half in enumerate(halves):
                     state[prefix + self._local_key(key, tower)] = half
 
     def _grouped_key_names(self, incompatible) -> None:
@@ -211,7 +222,7 @@ def split_towers(model: ImageClassifier,
     return SplitTowers(model, devices)
 
 
-_STORED = ("Conv2d", "Linear", "LocalResponseNorm", "MaxPool2d")  # layers whose output is a new tensor
+_STORED = ("Conv2d", "Linear", "LocalResponseNorm", "BatchNorm2d", "MaxPool2d")  # outputs a new tensor
 
 
 def memory_per_device(split: SplitTowers) -> list[dict[str, int]]:

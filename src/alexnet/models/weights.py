@@ -31,6 +31,7 @@ from ..checkpoint import CheckpointError, check_checkpoint, is_checkpoint, load_
 from ..errors import UserError
 from .alexnet import AlexNetOWT
 from .base import ModelCfg
+from .layers import NORMS
 from .registry import ModelError, build_model, list_models, model_cfg, model_options
 
 METADATA_KEY = "alexnet"  # the safetensors metadata entry holding our JSON description
@@ -187,10 +188,17 @@ def _mismatch_in(model: nn.Module, state: dict[str, torch.Tensor], prefix: str) 
     return any(own[k].shape != v.shape for k, v in state.items() if k.startswith(prefix) and k in own)
 
 
-def _fits(name: str, state: dict[str, torch.Tensor], num_classes: int) -> dict | None:
-    """Options of model ``name`` under which ``state`` fits it exactly, or None. The trunk's options
-    (towers, in_chans) are found on the ``features.`` tensors first; then the image side, which only
-    the first fc layer shows."""
+def _layouts(name: str) -> list[dict]:
+    """The option values that change model ``name``'s layer names, each once: ``norm="batch"`` adds a
+    ``bnK`` after every ``convK``."""
+    default = model_options(name).get("norm")
+    return [{}] if default is None else [{}] + [{"norm": v} for v in NORMS if v != default]
+
+
+def _fits(name: str, state: dict[str, torch.Tensor], num_classes: int, base: dict) -> dict | None:
+    """Options of model ``name`` (beside ``base``) under which ``state`` fits it exactly, or None. The
+    trunk's options (towers, in_chans) are found on the ``features.`` tensors first; then the image side,
+    which only the first fc layer shows."""
     accepted = model_options(name)
     first = next(v for k, v in state.items() if k.endswith(".weight") and v.ndim == 4)
     trunk = {"towers": (accepted["towers"], 3 - accepted["towers"])} if "towers" in accepted else {}
@@ -200,7 +208,7 @@ def _fits(name: str, state: dict[str, torch.Tensor], num_classes: int) -> dict |
     sides = sorted(range(16, 257), key=lambda s: (s not in (28, 32), s % 2,
                                                   s)) if "img_size" in accepted else [None]
     for values in itertools.product(*trunk.values()):
-        options = dict(zip(trunk, values))
+        options = {**base, **dict(zip(trunk, values))}
         with torch.device("meta"):  # shapes only: nothing is allocated or initialized for real
             probe = build_model(name, num_classes, **options)
         if _mismatch_in(probe, state, "features."):
@@ -227,12 +235,15 @@ def match_architecture(state: dict[str, torch.Tensor], model_name: str | None = 
     if model_name in names:
         names = [model_name] + [n for n in names if n != model_name]
     if num_classes is not None:
-        for name in names:
-            with torch.device("meta"):
-                probe = build_model(name, num_classes)
+        for name, layout in ((n, layout) for n in names for layout in _layouts(n)):
+            try:
+                with torch.device("meta"):
+                    probe = build_model(name, num_classes, **layout)
+            except ModelError:  # a norm this model does not offer
+                continue
             if set(probe.state_dict()) != set(state):
-                continue  # another model's layer names: no option changes those
-            options = _fits(name, state, num_classes)
+                continue  # another model's layer names: no other option changes those
+            options = _fits(name, state, num_classes, layout)
             if options is not None and model_name not in (None, name):
                 raise WeightsError(f"{where} holds {name} weights, not {model_name}")
             if options is not None:

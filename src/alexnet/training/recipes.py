@@ -3,7 +3,8 @@
 Every recipe sets every option in :data:`RECIPE_FIELDS`, so a run's ``config.json`` shows which
 value came from where, and ``alexnet train --help`` can list each recipe's value beside each flag.
 A model's own recipe (its ``default_cfg.recipe``: ``paper`` for alexnet2012, ``torchvision`` for
-alexnet-owt, ``small`` for the small-input nets) is used when ``--recipe`` is not given.
+alexnet-owt and keras-alexnet, ``nnott`` for the NNOTT lab's nets, ``small`` for the other small-input
+nets) is used when ``--recipe`` is not given.
 
 - ``paper``: the protocol of Krizhevsky et al. (2012), sections 3-5: batch 128, the paper's update rule
   with momentum 0.9 and weight decay 0.0005, lr 0.01 divided by 10 when the validation error stops
@@ -15,6 +16,11 @@ alexnet-owt, ``small`` for the small-input nets) is used when ``--recipe`` is no
   8 GPUs), with its random-resized crops, flips, fixed ImageNet mean/std and a centre-crop test.
 - ``caffe``: Caffe's ``models/bvlc_alexnet`` (solver and train_val prototxt), with its init and LRN.
 - ``cuda-convnet2``: Krizhevsky's own code (layer parameter files and ``convdata.py``).
+- ``nnott``: the NNOTT lab's trainer (polla-fattah/nnott, ``convolutional/main.py`` and ``trainer.py``)
+  where this package has its option, for ``nnott-alexnet`` and ``nnott-lenet``: batch 64, weight decay
+  1e-4 on every parameter, shifts of up to 2 pixels, the training set's mean and std; SGD with
+  momentum and a cosine decay instead of its Adam (lr 5e-4) and two-step decay (x0.5 at half the
+  epochs, x0.1 at three quarters), 20 epochs instead of its 8 (its 8 are over MNIST's 54,000 images).
 - ``small``: what trains the small-input models well on digits / MNIST / CIFAR-10 in minutes (measured
   on the embedded digits: about 98-99% test top-1 in 20 epochs, see the README): batch 32, SGD, lr 0.02 with
   one warm-up epoch and a cosine decay, weight decay 5e-4, shifts by zero-pad-and-crop, per-channel
@@ -150,6 +156,33 @@ RECIPES: dict[str, dict] = {
         "lighting_std": 0.1,         # color_noise 0.1
         "lighting_form": "cuda-convnet2",  # stdevs = sqrt(eigenvalues); batch x 1 / (1 + 0.1)
         "tta": "10crop",             # multiview test: four corners, centre, and mirrors
+    },
+    # The NNOTT lab (polla-fattah/nnott): convolutional/main.py builds Adam(lr=5e-4, weight_decay=1e-4) and
+    # trains 8 epochs of batch 64 with shift / rotation / flip / noise augmentation (common/augment.py);
+    # its trainer halves the lr at half the epochs and sets it to a tenth at three quarters.
+    "nnott": {
+        "batch_size": 64,            # --batch-size 64
+        "optimizer": "sgd",          # nnott: Adam; SGD with momentum is what this package offers
+        "lr": 0.04,                  # the small recipe's 0.02 at batch 32, scaled to batch 64
+        "momentum": 0.9,
+        "weight_decay": 1e-4,        # nnott's weight_decay=1e-4, added to every parameter's gradient
+        "schedule": "cosine",        # nnott: x0.5 at epochs/2, x0.1 at 3 epochs/4; cosine spans the same
+        "warmup_epochs": 0,          # nnott: none
+        "patience": 5,               # unused by cosine
+        "max_drops": 3,              # unused by cosine
+        "plateau_threshold": 0.0,    # unused by cosine
+        "lr_factor": 0.1,            # unused by cosine
+        "step_size": 30,             # unused by cosine
+        "epochs": 20,                # nnott: 8 over MNIST's 54,000 training images; digits have 1,078
+        "normalize": "standard",     # nnott: (x / 255 - mean) / std of the training images
+        "crop": "random",            # zero-pad and crop: nnott's --augment-max-shift 2
+        "lighting": "none",
+        "lighting_std": 0.1,         # unused without lighting
+        "lighting_form": "paper",    # unused without lighting
+        "mean_crop": "same",         # unused without a mean image
+        "bias_lr_mult": 1.0,
+        "bias_decay_mult": 1.0,      # nnott decays biases and batch-norm parameters alike
+        "tta": "center",             # nnott evaluates the plain test images
     },
 }
 
