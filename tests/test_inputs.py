@@ -24,7 +24,7 @@ def one_line_error(r, *needles, code=2):
     assert r.returncode == code, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
     assert "Traceback" not in r.stderr, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("alexnet: error:"), r.stderr
+    assert len(lines) == 1 and lines[0].startswith(("alexnet: error:", "alexnet train: error:")), r.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
@@ -49,9 +49,10 @@ def run(tmp_path_factory):
     (("--momentum", "-1"), "momentum must be in [0, 1)"),
     (("--momentum", "1.5"), "momentum must be in [0, 1)"),
     (("--lr-factor", "2"), "lr_factor must be in (0, 1)"),
-    (("--warmup-epochs", "-1"), "warmup_epochs must be >= 0"),
-    (("--max-drops", "-1"), "max_drops must be >= 0"),
-    (("--batch-size", "0"), "batch_size must be >= 1"),
+    (("--warmup-epochs", "-1"), "argument --warmup-epochs: must be >= 0"),  # integer ranges: the flag's own
+    (("--max-drops", "-1"), "argument --max-drops: must be >= 0"),
+    (("--batch-size", "0"), "argument --batch-size: must be >= 1"),
+    (("--workers", "-1"), "argument --workers: must be >= 0"),  # as every command's --workers
     (("--lighting-std", "-0.1"), "lighting_std must be >= 0"),
     (("--name", "../escape"), "not a path"),
     (("--name", "/tmp/abs"), "not a path"),

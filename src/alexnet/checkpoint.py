@@ -84,10 +84,22 @@ def check_checkpoint(obj: dict, where: str | os.PathLike) -> dict:
     return obj
 
 
+def tensor_bytes(obj) -> int:
+    """The bytes of every tensor in ``obj`` (nested dicts, lists and tuples): what a file of it needs."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(path: str | os.PathLike, content: dict) -> None:
-    """Write ``content`` as one of our checkpoints, atomically and durably."""
+    """Write ``content`` as one of our checkpoints, atomically and durably; a full disk raises
+    :class:`alexnet.files.DiskFullError` (one line: the folder, the space needed) and keeps the old file."""
     obj = {"format": FORMAT, "version": VERSION, **content}
-    with atomic_path(path, durable=True) as tmp:
+    with atomic_path(path, durable=True, size=tensor_bytes(obj)) as tmp:
         torch.save(obj, tmp)
 
 

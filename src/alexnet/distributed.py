@@ -38,6 +38,14 @@ class Dist:
         if self.world > 1:
             tdist.barrier()
 
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank (e.g. the run folder it made)."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        tdist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def compute_init(device_name: str = "auto") -> tuple[Dist, torch.device]:
     """Start the process group when launched by torchrun; pick this process's device."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from torch import nn
@@ -32,6 +33,31 @@ def pick_device(name: str = "auto") -> torch.device:
                                              None) and torch.backends.mps.is_available()):
         raise UserError("--device mps was asked for, but MPS is not available here")
     return device
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: Linux's ``MemAvailable`` (free plus reclaimable
+    caches), lowered to the room left under a cgroup (container) limit; elsewhere the free pages; None
+    when the system does not say."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f_max, open("/sys/fs/cgroup/memory.current") as f_now:
+            limit = f_max.read().strip()
+            if limit != "max":
+                found.append(int(limit) - int(f_now.read()))
+    except (OSError, ValueError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, OSError, ValueError):
+            return None
+    return max(0, min(found))
 
 
 def check_amp(amp: str) -> None:

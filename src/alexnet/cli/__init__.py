@@ -10,6 +10,7 @@ import sys
 
 from .._version import __version__
 from ..errors import UserError
+from ..files import DiskFullError, printable
 from .bench import add_bench_parser
 from .data import add_parser as add_data_parser
 from .experiment import add_experiment_parser
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as e:
-        print(f"alexnet: error: {e}", file=sys.stderr)
+    except (UserError, DiskFullError) as e:
+        print(f"alexnet: error: {printable(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alexnet: interrupted", file=sys.stderr)

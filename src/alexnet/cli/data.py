@@ -13,6 +13,7 @@ from ..data.stats import compute_stats, load_or_compute_stats, stats_path
 from ..data.store import prepare_store
 from ..data.synth import write_folder
 from ..data.transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+from ..files import printable
 from .flags import add_batch_size, add_json, add_workers, bounded_int
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
@@ -44,7 +45,7 @@ def _prepare(args) -> int:
     for split, s in meta["splits"].items():
         print(f"{split}: {s['count']} images, {len(s['skipped'])} skipped")
         for path in s["skipped"]:
-            print(f"  skipped (undecodable): {path}")
+            print(f"  skipped (undecodable): {printable(path)}")
     print(f"prepared store {args.out}: {total} images, {size / 1e9:.2f} GB, {seconds:.1f}s "
           f"({total / max(seconds, 1e-9):.0f} images/s)")
     return 0
@@ -56,7 +57,7 @@ def _check(args) -> int:
     if args.strict and bad:
         report["problems"].append(f"{bad} undecodable file(s) (--strict)")
         report["usable"] = False
-    print(json.dumps(report, indent=1, default=str) if args.json else format_report(report))
+    print(json.dumps(report, indent=1, default=str) if args.json else printable(format_report(report)))
     raise_if_unusable(report)
     return 0
 

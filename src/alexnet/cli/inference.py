@@ -7,12 +7,12 @@ import csv
 import io
 import json
 import sys
-from pathlib import Path
 
 from ..cliargs import format_table
 from ..errors import UserError
+from ..files import printable
 from ..inference.evaluate import PAPER_ROWS, evaluate_models, predict_files
-from ..inference.export import CHECK_BATCHES, FORMATS, ExportError, check_target, export
+from ..inference.export import CHECK_BATCHES, FORMATS, check_target, export, output_format
 from ..inference.features import dataset_features, save_npz
 from ..inference.load import load_trained
 from .flags import (add_amp, add_batch_size, add_device, add_json, add_quiet, add_source, add_workers,
@@ -137,12 +137,12 @@ def _predict(args) -> int:
     for out in predict_files(checkpoint, images, top_k=args.top_k, tta=args.tta, device=args.device,
                              amp=args.amp, compile_frozen=args.compile_frozen, model_name=args.model):
         if "error" in out:
-            print(f"alexnet: error: {out['error']}", file=sys.stderr)
+            print(f"alexnet: error: {printable(out['error'])}", file=sys.stderr)
             failures += 1
         elif args.json:
             outputs.append(out)
         else:
-            print(out["image"])
+            print(printable(out["image"]))
             for p in out["top"]:
                 print(f"  {p['rank']}. {p['name']:30s} {100 * p['probability']:6.2f}%")
     if args.json:
@@ -157,7 +157,9 @@ def add_export_parser(sub) -> None:
                                    "the model name, options, classes and preprocessing.")
     add_source(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
-    p.add_argument("--format", choices=tuple(FORMATS), help="default: from the output's extension")
+    p.add_argument("--format", choices=tuple(FORMATS),
+                   help="default: from the output's extension, which must agree with it (.onnx, .pt2, "
+                        ".safetensors)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the file at batch 1 and 7 against PyTorch before writing it")
@@ -165,17 +167,13 @@ def add_export_parser(sub) -> None:
 
 
 def _export(args) -> int:
-    fmt = args.format
-    if fmt is None:
-        fmt = next((f for f, ext in FORMATS.items() if str(args.output).endswith(ext)), None)
-        if fmt is None:
-            raise ExportError(f"cannot tell the format from {args.output}; pass --format "
-                              "onnx|pt2|safetensors")
-    check_target(args.output)  # before the (slow) load
+    fmt = output_format(args.output, args.format)  # before the (slow) load
+    check_target(args.output)
     loaded = load_trained(args.source, model_name=args.model)
     out = export(loaded, fmt, args.output, opset=args.opset, check=not args.no_check)
     runner = {"onnx": "onnxruntime", "pt2": "torch.export.load", "safetensors": "reloaded"}[fmt]
-    line = f"wrote {out['path']} ({fmt}, {out['bytes'] / 1e6:.1f} MB)"
+    replaced = ", replacing the file that was there" if out["replaced"] else ""
+    line = f"wrote {out['path']} ({fmt}, {out['bytes'] / 1e6:.1f} MB{replaced})"
     if out["max_abs_diff"] is not None:
         line += (f"; {runner} vs PyTorch at batch {' and '.join(map(str, CHECK_BATCHES))}: "
                  f"max abs diff {out['max_abs_diff']:.2g}")
@@ -206,7 +204,7 @@ def _features(args) -> int:
                           model_name=args.model, progress=not args.quiet)
     save_npz(fs, args.output)
     for where in fs.skipped:
-        print(f"alexnet: skipped unreadable {where}", file=sys.stderr)
+        print(f"alexnet: skipped unreadable {printable(where)}", file=sys.stderr)
     n, d = fs.features.shape
-    print(f"wrote {Path(args.output)}: {n} x {d} {args.layer} features, labels and file names")
+    print(f"wrote {printable(args.output)}: {n} x {d} {args.layer} features, labels and file names")
     return 0

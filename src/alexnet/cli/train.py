@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..training.config import GROUPS, TrainConfig
+from ..training.config import GROUPS, MINIMUM, TrainConfig
 from ..training.launch import launch
 from ..training.recipes import RECIPE_FIELDS, RECIPES
+from .flags import bounded_int
 
 
 def _flag(name: str) -> str:
@@ -45,7 +46,8 @@ def add_train_parser(sub) -> None:
         elif meta["type"] is bool:
             g.add_argument(_flag(f.name), dest=f.name, action="store_true", help=meta["help"])
         else:
-            g.add_argument(_flag(f.name), dest=f.name, type=_typed(meta["type"], f.name),
+            kind = bounded_int(MINIMUM[f.name]) if f.name in MINIMUM else _typed(meta["type"], f.name)
+            g.add_argument(_flag(f.name), dest=f.name, type=kind,
                            choices=("auto", *meta["choices"]) if f.name == "recipe" else meta.get("choices"),
                            metavar=None if meta.get("choices") else f.name.split("_")[-1].upper(),
                            help=help_text)

@@ -102,9 +102,16 @@ class DataSource:
         return "val" if name == "test" and "test" not in self.splits and "val" in self.splits else name
 
 
+def check_workers(workers: int) -> int:
+    """Worker processes: 0 (this process) or more, the one rule of every command's ``--workers``."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise DataError(f"workers must be an integer >= 0, got {workers!r}")
+    return workers
+
+
 def parallel_map(fn: Callable, items: Iterable, workers: int, chunksize: int = 16) -> Iterator:
     """``map(fn, items)`` in order, over ``workers`` processes (0: in this process)."""
-    if workers <= 0:
+    if check_workers(workers) == 0:
         yield from map(fn, items)
         return
     with ProcessPoolExecutor(workers) as pool:

@@ -97,6 +97,8 @@ def format_report(report: dict, *, max_classes: int = 30) -> str:
             lines.append(f"undecodable ({split}): {bad['path']}: {bad['reason']}")
         for t in s["tiny"]:
             lines.append(f"tiny ({split}): {t['path']}: {t['width']}x{t['height']}")
+    if report.get("notes", {}).get("walk"):  # links to folders or files met before, FIFOs
+        lines.append(f"note: {report['notes']['walk']}")
     for p in report["problems"]:
         lines.append(f"problem: {p}")
     lines.append("usable" if report["usable"] else f"NOT usable: {len(report['problems'])} problem(s)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -48,6 +49,19 @@ def _strict_pillow():
             yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = truncated
+
+
+def open_image(path) -> Image.Image:
+    """``Image.open(path)`` (a path or a file object), refusing a path that is not a regular file: a FIFO
+    or a device named ``.jpg`` would block the reader forever."""
+    if isinstance(path, (str, bytes, os.PathLike)):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            raise ImageDecodeError(f"{os.fsdecode(path)}: cannot read ({e.strerror})") from None
+        if not stat.S_ISREG(mode):
+            raise ImageDecodeError(f"{os.fsdecode(path)}: not a regular file")
+    return Image.open(path)
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -91,7 +105,7 @@ def decode_file(path: str | os.PathLike, size: int, channels: int = 3, *,
     shorter side stays >= ``size``. Raises :class:`ImageDecodeError` for anything unreadable."""
     mode = "L" if channels == 1 else "RGB"
     try:
-        with _strict_pillow(), Image.open(path) as img:
+        with _strict_pillow(), open_image(path) as img:
             w, h = img.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise ImageDecodeError(f"{path}: {w}x{h} pixels, over the decompression-bomb limit "

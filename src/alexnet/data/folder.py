@@ -14,9 +14,10 @@ Two layouts are recognized:
   (:func:`alexnet.data.splits.holdout`, seed 0: test first, then val from the rest).
 
 Classes are the sorted folder names of train (as torchvision and Caffe order ImageNet's synsets);
-names come from ``LOC_synset_mapping.txt`` or the devkit's ``meta.mat`` when present. Image files
-are those with an image extension (case-insensitive), hidden files excluded; what is inside them is
-only looked at when decoding.
+names come from ``LOC_synset_mapping.txt`` or the devkit's ``meta.mat`` when present (else the folder
+name, with bytes that are not UTF-8 shown as ``\\xNN``). Image files are the regular files with an
+image extension (case-insensitive), hidden files excluded; what is inside them is only looked at when
+decoding. Links are followed, each folder and file counted once (:class:`Walk`): a link loop ends.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..files import printable
 from .base import DataError, DataSource, ImageSet
 from .decode import ImageDecodeError, load_image
 from .splits import holdout
@@ -44,14 +46,93 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+class Walk:
+    """Walking image folders that links may join: each folder is entered once and each file counted once,
+    however many paths lead to it (identified by device and inode), so a link loop ends and a folder
+    linked twice adds nothing; only regular files are images (a FIFO named ``.jpg`` would block its
+    reader). One walk spans a whole dataset, so a file linked into two splits or classes counts once,
+    where it is met first (classes in name order, train before val and test)."""
+
+    def __init__(self):
+        self.seen: set[int] = set()  # device and inode of every folder and file met, packed in one int
+        self.repeated_folders = 0  # links to a folder already walked (loops among them)
+        self.repeated_files = 0  # paths to a file already counted
+        self.not_files = 0  # image names that are not regular files (FIFOs, sockets, devices, dead links)
+
+    def _first(self, dev: int, ino: int) -> bool:
+        key = dev << 64 | ino
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+    def enter(self, folder: str) -> int | None:
+        """Mark ``folder`` walked and return its device; None when it was walked already (through another
+        path) or cannot be read."""
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return None
+        if not self._first(st.st_dev, st.st_ino):
+            self.repeated_folders += 1
+            return None
+        return st.st_dev
+
+    def images(self, folder: str) -> list[str] | None:
+        """Image files under ``folder`` (recursively, links followed), as sorted paths relative to it;
+        None when ``folder`` was walked already."""
+        dev = self.enter(folder)
+        if dev is None:
+            return None
+        found, pending = [], [("", dev)]
+        while pending:
+            rel, dev = pending.pop()
+            try:
+                with os.scandir(os.path.join(folder, rel)) as it:
+                    entries = list(it)
+            except OSError:
+                continue
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                path = os.path.join(rel, e.name) if rel else e.name
+                try:
+                    if e.is_dir():  # follows links
+                        sub = self.enter(e.path)
+                        if sub is not None:
+                            pending.append((path, sub))
+                    elif is_image_name(e.name):
+                        if self._new_file(e, dev):
+                            found.append(path)
+                except OSError:  # vanished meanwhile
+                    continue
+        return sorted(found)
+
+    def _new_file(self, entry: os.DirEntry, dev: int) -> bool:
+        if not entry.is_file():  # follows links: a link to an image is an image, a dead link is nothing
+            self.not_files += 1
+            return False
+        # a plain file's inode comes with the folder listing; a link's target needs a stat
+        st_dev, st_ino = (dev, entry.inode()) if not entry.is_symlink() else (entry.stat().st_dev,
+                                                                             entry.stat().st_ino)
+        if not self._first(st_dev, st_ino):
+            self.repeated_files += 1
+            return False
+        return True
+
+    def note(self) -> str | None:
+        """What the walk left out, for the dataset's notes (None when nothing was)."""
+        parts = [f"{n} {what}" for n, what in (
+            (self.repeated_folders, "link(s) to a folder already walked (loops included)"),
+            (self.repeated_files, "path(s) to an image already counted"),
+            (self.not_files, "image name(s) that are not regular files")) if n]
+        return ("skipped " + ", ".join(parts)) if parts else None
+
+
 def list_images(folder: str) -> list[str]:
-    """Image files under ``folder`` (recursively), as sorted paths relative to it."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = os.path.relpath(dirpath, folder)
-        found += [f if rel == "." else os.path.join(rel, f) for f in filenames if is_image_name(f)]
-    return sorted(found)
+    """Image files under ``folder`` (recursively, each once, see :class:`Walk`), as sorted paths relative
+    to it."""
+    return Walk().images(folder) or []
 
 
 class FolderImageSet(ImageSet):
@@ -119,7 +200,9 @@ def scan_folder(path: str, *, require_splits: bool = False) -> FolderScan:
         raise DataError(f"{path}: expected ImageNet's layout, {path}/train/<wnid>/*.JPEG (+ val/)")
     scan = FolderScan(root=root, layout="splits" if has_splits else "classes")
     top = os.path.join(root, "train") if has_splits else root
-    per_class = _class_folders(top, scan, "train" if has_splits else os.path.basename(root) or root)
+    walk = Walk()
+    walk.enter(root)  # so that a link back to it is a loop, not a class
+    per_class = _class_folders(top, scan, "train" if has_splits else os.path.basename(root) or root, walk)
     scan.classes = sorted(per_class)
     index = {c: i for i, c in enumerate(scan.classes)}
     paths = [os.path.join(os.path.relpath(top, root), c, f) if has_splits else os.path.join(c, f)
@@ -129,7 +212,7 @@ def scan_folder(path: str, *, require_splits: bool = False) -> FolderScan:
         scan.files["train"] = (paths, labels)
         for split in ("val", "test"):
             if os.path.isdir(os.path.join(root, split)):
-                _scan_eval_split(scan, split, index)
+                _scan_eval_split(scan, split, index, walk)
         if "val" not in scan.files and len(labels):
             kept, held = holdout(labels, round(HOLDOUT * len(labels)))
             scan.files["val"] = ([paths[i] for i in held], labels[held])
@@ -145,20 +228,27 @@ def scan_folder(path: str, *, require_splits: bool = False) -> FolderScan:
     if not scan.classes:
         scan.problems.append(f"{top} has no class folders with images (expected {top}/<class>/<image>)")
     scan.class_names = _class_names(scan)
+    if walk.note():
+        scan.notes["walk"] = walk.note()
     scan.notes["classes"] = len(scan.classes)
     scan.notes["images"] = {s: len(p) for s, (p, _) in scan.files.items()}
     return scan
 
 
-def _class_folders(top: str, scan: FolderScan, shown: str) -> dict[str, list[str]]:
-    """``{class: [image paths relative to top/class]}``; empty folders and loose images are problems."""
+def _class_folders(top: str, scan: FolderScan, shown: str, walk: Walk) -> dict[str, list[str]]:
+    """``{class: [image paths relative to top/class]}``; empty folders and loose images are problems, a
+    link to a folder already walked is no class."""
     per_class, loose = {}, []
+    walk.enter(top)
     with os.scandir(top) as entries:
         for e in sorted(entries, key=lambda e: e.name):
             if e.name.startswith("."):
                 continue
             if e.is_dir():
-                per_class[e.name] = list_images(e.path)
+                images = walk.images(e.path)
+                if images is None:
+                    continue
+                per_class[e.name] = images
                 scan.mtime = max(scan.mtime, e.stat().st_mtime)
                 if not per_class[e.name]:
                     scan.problems.append(f"empty class folder: {shown}/{e.name} has no image files")
@@ -170,11 +260,11 @@ def _class_folders(top: str, scan: FolderScan, shown: str) -> dict[str, list[str
     return per_class
 
 
-def _scan_eval_split(scan: FolderScan, split: str, index: dict[str, int]) -> None:
+def _scan_eval_split(scan: FolderScan, split: str, index: dict[str, int], walk: Walk) -> None:
     folder = os.path.join(scan.root, split)
     has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(folder))
     if has_dirs:  # class folders, like train
-        per_class = _class_folders(folder, scan, split)
+        per_class = _class_folders(folder, scan, split, walk)
         unknown = [c for c in per_class if c not in index]
         if unknown:
             scan.problems.append(f"{split}/ has {len(unknown)} class folder(s) that train/ lacks, "
@@ -183,7 +273,7 @@ def _scan_eval_split(scan: FolderScan, split: str, index: dict[str, int]) -> Non
         scan.files[split] = ([os.path.join(split, c, f) for c in known for f in per_class[c]],
                              np.array([index[c] for c in known for _ in per_class[c]], dtype=np.int64))
         return
-    files = list_images(folder)
+    files = walk.images(folder) or []
     scan.mtime = max(scan.mtime, os.stat(folder).st_mtime)
     if split == "test":  # ILSVRC's test images come without labels: nothing to evaluate against
         scan.notes["test"] = f"test/ is a flat folder without labels ({len(files)} images): not used"
@@ -300,7 +390,7 @@ def _class_names(scan: FolderScan) -> list[str]:
             names = dict(line.rstrip("\n").split(" ", 1) for line in f if " " in line.strip())
     elif meta and scan.classes and re.fullmatch(r"n\d{8}", scan.classes[0]):
         names = _devkit_synsets(meta)[1]
-    return [names.get(c, c) for c in scan.classes]
+    return [names.get(c, printable(c)) for c in scan.classes]  # folder names may be any bytes
 
 
 def folder_source(path: str, *, require_splits: bool = False, scan: FolderScan | None = None) -> DataSource:

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import torch
 
-from .base import ImageSet, TensorImageSet
+from .base import ImageSet, TensorImageSet, check_workers
 
 
 @dataclass
@@ -87,7 +87,7 @@ class EpochLoader:
     def __init__(self, dataset: ImageSet, batches: list[torch.Tensor], *, start: int = 0,
                  workers: int = 0, pin_memory: bool = False):
         self.dataset, self.batches, self.start = dataset, batches, start
-        self.workers, self.pin_memory = workers, pin_memory
+        self.workers, self.pin_memory = check_workers(workers), pin_memory
 
     def __len__(self) -> int:
         return len(self.batches) - self.start

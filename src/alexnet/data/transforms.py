@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .decode import MAX_IMAGE_PIXELS, ImageDecodeError, _strict_pillow, load_image
+from ..errors import UserError
+from .decode import MAX_IMAGE_PIXELS, ImageDecodeError, _strict_pillow, load_image, open_image
 
 # Widely used PCA constants of ImageNet's RGB pixels (values in [0, 1]); eigenvectors are columns,
 # rows are R, G, B (as in fb.resnet.torch's datasets/imagenet.lua, for the paper's section 4.1).
@@ -42,6 +43,10 @@ LIGHTING_FORMS = ("paper", "cuda-convnet2")
 MEAN_CROPS = ("same", "center")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalization, of [0, 1] pixels
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PresetError(UserError, ValueError):
+    """A preprocessing record (a preset name, or :meth:`Preset.to_dict`'s mapping) that cannot be rebuilt."""
 
 
 @dataclass
@@ -208,7 +213,7 @@ def load_image_torchvision(path: str | os.PathLike, resize: int = 256, crop: int
     """Read ``path`` as torchvision's ImageFolder and eval transforms do (``convert("RGB")``, no
     EXIF rotation, :func:`torchvision_eval_pixels`): a uint8 ``(C, crop, crop)`` tensor."""
     try:
-        with _strict_pillow(), Image.open(path) as img:
+        with _strict_pillow(), open_image(path) as img:
             if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
                 raise ImageDecodeError(f"{path}: {img.size[0]}x{img.size[1]} pixels, over the "
                                        f"decompression-bomb limit of {MAX_IMAGE_PIXELS:,} pixels")
@@ -329,11 +334,19 @@ class Preset:
 
     @classmethod
     def from_dict(cls, d: dict, *, train: bool, tta: str = "center") -> "Preset":
-        return cls(train=train, crop=d["crop"], base_size=d["base_size"],
-                   norm=Normalization.from_dict(d["norm"]),
-                   pad=d["pad"], flip=d["flip"], lighting=Lighting.from_dict(d["lighting"]), tta=tta,
-                   resized=d.get("resized", False), mean_crop=d.get("mean_crop", "same"),
-                   resize=d.get("resize"))
+        """The preset :meth:`to_dict` recorded (in a checkpoint, an exported file); a record that is not
+        one, as a damaged or hand-edited file may hold, raises :class:`PresetError`."""
+        try:
+            return cls(train=train, crop=d["crop"], base_size=d["base_size"],
+                       norm=Normalization.from_dict(d["norm"]),
+                       pad=d["pad"], flip=d["flip"], lighting=Lighting.from_dict(d["lighting"]), tta=tta,
+                       resized=d.get("resized", False), mean_crop=d.get("mean_crop", "same"),
+                       resize=d.get("resize"))
+        except PresetError:
+            raise
+        except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as e:
+            what = f"no {e}" if isinstance(e, KeyError) else (str(e).splitlines() or [type(e).__name__])[0]
+            raise PresetError(f"malformed preset record ({what})") from None
 
 
 def torchvision_eval_preset(resize: int = 256, crop: int = 224) -> Preset:
@@ -350,7 +363,7 @@ def preset_from_spec(spec: str | dict, *, tta: str = "center") -> Preset:
     """An evaluation preset from a preset name or a ``Preset.to_dict()``."""
     if isinstance(spec, str):
         if spec not in NAMED_PRESETS:
-            raise ValueError(f"unknown preset {spec!r}; expected one of {', '.join(NAMED_PRESETS)}")
+            raise PresetError(f"unknown preset {spec!r}; expected one of {', '.join(NAMED_PRESETS)}")
         spec = NAMED_PRESETS[spec]().to_dict()
     return Preset.from_dict(spec, train=False, tta=tta)
 

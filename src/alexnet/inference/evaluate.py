@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from PIL import Image
 
 from ..data import build_source
-from ..data.decode import ImageDecodeError
+from ..data.decode import ImageDecodeError, open_image
 from ..data.loader import EpochLoader, batch_indices
 from ..data.transforms import Preset
 from ..errors import UserError
@@ -90,7 +89,7 @@ def evaluate_models(paths: list[str], data: str | None = None, *, split: str = "
 def _warn_if_tiny(path, side: int) -> None:
     """A picture much smaller than the model's input is blown up: say so (only the header is read)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # not a FIFO: the decoder says what is wrong with the file
             w, h = im.size
     except Exception:  # noqa: BLE001 - the decoder reports unreadable files itself
         return

@@ -64,6 +64,21 @@ def check_target(path: str | os.PathLike) -> Path:
     return path
 
 
+def output_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """The format of the file ``path`` names: its extension's (``.onnx``, ``.pt2``, ``.safetensors``);
+    ``fmt``, when given, must agree with it, so that a file is always what its name says."""
+    suffix = Path(path).suffix.lower()
+    named = next((f for f, ext in FORMATS.items() if suffix == ext), None)
+    if fmt is not None and fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt is None and named is None:
+        raise ExportError(f"cannot tell the format from {path}; name it *.onnx, *.pt2 or *.safetensors")
+    if fmt is not None and named != fmt:
+        raise ExportError(f"--format {fmt} but {path} is named like {named or 'no format'}: a {fmt} file is "
+                          f"named *{FORMATS[fmt]} (e.g. {Path(path).with_suffix(FORMATS[fmt]).name})")
+    return named
+
+
 def _example(model, batch: int = 2) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.randn(batch, *model.input_size, generator=g)
@@ -160,11 +175,12 @@ def export(loaded: Loaded, fmt: str, path: str | os.PathLike, *, opset: int | No
 
     With ``check`` the written file is run (onnxruntime, ``torch.export.load``, or loaded back) at
     batch 1 and 7 before it replaces ``path``; a difference over 1e-4 is an error and leaves no file.
-    Returns ``{"path", "format", "bytes", "max_abs_diff"}``.
+    ``path``'s extension must be the format's (:func:`output_format`). Returns ``{"path", "format",
+    "bytes", "max_abs_diff", "replaced"}`` (``replaced``: a file of that name was there before).
     """
-    if fmt not in EXPORTERS:
-        raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(EXPORTERS)}")
+    output_format(path, fmt)
     path = check_target(path)
+    replaced = path.exists()
     model = loaded.model.cpu().eval()
     meta = describe(loaded)
     write, runner = EXPORTERS[fmt]
@@ -188,4 +204,4 @@ def export(loaded: Loaded, fmt: str, path: str | os.PathLike, *, opset: int | No
                 raise ExportError(f"the exported {fmt} file gives logits {diff:.3g} away from PyTorch's "
                                   f"(more than {TOLERANCE:g}); nothing written")
         size = tmp.stat().st_size
-    return {"path": str(path), "format": fmt, "bytes": size, "max_abs_diff": diff}
+    return {"path": str(path), "format": fmt, "bytes": size, "max_abs_diff": diff, "replaced": replaced}

@@ -11,7 +11,7 @@ from ..checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from ..data.base import ImageSet
 from ..data.decode import ImageDecodeError
 from ..data.folder import FolderImageSet
-from ..data.transforms import Normalization, Preset, preset_from_spec
+from ..data.transforms import Normalization, Preset, PresetError, preset_from_spec
 from ..errors import UserError
 from ..models import create_model
 from ..models.base import ImageClassifier
@@ -38,6 +38,8 @@ def load_trained(path: str, *, model_name: str | None = None) -> Loaded:
         raise CheckpointError(f"no such run directory, checkpoint or weights file: {p}")
     if p.is_dir():
         ckpt = load_checkpoint(find_checkpoint(p))
+        if model_name is not None and model_name != ckpt["model_name"]:
+            raise CheckpointError(f"{p} holds {ckpt['model_name']} weights, not {model_name}")
         model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"], **ckpt["model_options"])
         load_pretrained(model, ckpt["model"], where=str(p))
         loaded = Loaded(model, ckpt["preset"], list(ckpt["classes"]), list(ckpt["class_names"]),
@@ -47,15 +49,21 @@ def load_trained(path: str, *, model_name: str | None = None) -> Loaded:
     cfg = model.pretrained_cfg
     preset = cfg.preset if cfg.preset is not None else default_preset(model)
     if isinstance(preset, str):
-        preset = preset_from_spec(preset).to_dict()
+        try:
+            preset = preset_from_spec(preset).to_dict()
+        except PresetError as e:
+            raise CheckpointError(f"{p}: {e}") from None
     return _check_fits(Loaded(model, preset, list(cfg.classes), list(cfg.class_names), cfg.data, f"{p}",
                               dict(cfg.options)))
 
 
 def _check_fits(loaded: Loaded) -> Loaded:
-    """The preset must make the inputs the model takes: one line naming both sides otherwise."""
+    """The preset must be one and make the inputs the model takes: one line naming both sides otherwise."""
     c, h, _ = loaded.model.input_size
-    preset = Preset.from_dict(loaded.preset, train=False)
+    try:
+        preset = Preset.from_dict(loaded.preset, train=False)
+    except PresetError as e:
+        raise CheckpointError(f"{loaded.name}: {e}") from None
     channels = preset.norm.mean.shape[0]
     if channels != c:
         raise UserError(f"{loaded.name}: the model ({loaded.model.name}) takes {c}-channel images but its "

@@ -159,10 +159,8 @@ class TrainConfig:
                 raise UserError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise UserError(f"{f.name} must be a finite number, got {value}")
-        for name in ("epochs", "batch_size", "accum_steps", "patience", "step_size"):
-            _at_least(name, getattr(self, name), 1)
-        for name in ("workers", "save_every", "stats_images", "pad", "warmup_epochs", "max_drops", "seed"):
-            _at_least(name, getattr(self, name), 0)
+        for name, low in MINIMUM.items():
+            _at_least(name, getattr(self, name), low)
         for name in ("weight_decay", "lighting_std", "plateau_threshold", "bias_decay_mult"):
             _at_least(name, getattr(self, name), 0)
         if self.lr <= 0:
@@ -198,6 +196,10 @@ def _at_least(name: str, value, low) -> None:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
+# The least value of each integer option: checked on every config, and by its flag (as every command's
+# --workers, --batch-size: alexnet.cli.flags.bounded_int).
+MINIMUM = {"epochs": 1, "batch_size": 1, "accum_steps": 1, "patience": 1, "step_size": 1, "workers": 0,
+           "save_every": 0, "stats_images": 0, "pad": 0, "warmup_epochs": 0, "max_drops": 0, "seed": 0}
 # What may change when a run is resumed: nothing that changes what was computed so far.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "quiet", "save_every", "compile", "cuda_graphs", "out")
 
@@ -224,18 +226,24 @@ def read_config_file(path: str) -> dict:
         raise UserError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of option names to values")
-    return check_values(_flatten_sections(data), path)
+    return check_values(_flatten_sections(data, path), path)
 
 
-def _flatten_sections(data: dict) -> dict:
-    """Accept both flat files and files grouped in sections ([model], [optim], ...)."""
+def _flatten_sections(data: dict, where: str) -> dict:
+    """Accept both flat files and files grouped in sections, named freely: ``[run]``, ``[model]``,
+    ``[data]``, ``[optim]``, ``[speed]`` (the groups of ``alexnet train --help``), ... A table is a
+    section unless it is the value of an option that takes one (``model_opts``), also when the section is
+    named like an option (``[model]`` holding ``model = "alexnet2012"``). An option given twice is an
+    error."""
     flat = {}
     for key, value in data.items():
         key = key.replace("-", "_")
-        if isinstance(value, dict) and key not in FIELDS:
-            flat.update(_flatten_sections(value))
-        else:
-            flat[key] = value
+        takes_table = key in FIELDS and FIELDS[key].metadata["type"] is dict
+        is_section = isinstance(value, dict) and not takes_table
+        for k, v in (_flatten_sections(value, where).items() if is_section else [(key, value)]):
+            if k in flat:
+                raise UserError(f"{where}: option {k} is given twice")
+            flat[k] = v
     return flat
 
 
@@ -323,8 +331,14 @@ def fill_from_data(cfg: TrainConfig, source: DataSource) -> TrainConfig:
         check_cuda_graphs(pick_device(device))
     for tower_device in filter(None, cfg.tower_devices.split(",")):
         pick_device(tower_device.strip())  # absent devices are an error now
-    name = cfg.name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = cfg.name or auto_name()
     return cfg.replace(model_opts=options, pad=pad, flip=flip, device=device, name=name)
+
+
+def auto_name() -> str:
+    """The name of a run given none: the time it starts (the run folder adds -2, -3, ... when another
+    run took it in the same second)."""
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 def _upgrade(recorded: dict) -> dict:

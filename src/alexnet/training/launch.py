@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import UserError
+from ..files import DiskFullError
 from ..provenance import environment
 from ..runtime import amp_warning
-from ..checkpoint import load_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint
 from ..distributed import compute_cleanup, compute_init
 from ..data import DataSource
-from .config import RESUMABLE_CHANGES, TrainConfig, resolve_config
+from .config import RESUMABLE_CHANGES, TrainConfig, read_config_file, resolve_config
 from .rundir import RunDir
 from .tblog import check_tensorboard
-from .trainer import Callback, StopRequest, Trainer
+from .trainer import Callback, NonFiniteLoss, StopRequest, Trainer
 
 
 class TrainingStopped(Exception):
@@ -70,15 +71,25 @@ def launch(values: dict, *, config_file: str | None = None, resume: str | None =
     """Resolve, then run. ``values`` are the options given explicitly."""
     if not resume:
         cfg, source = resolve_config(values, config_file=config_file, where=where)
-        return run(cfg, source, callbacks=callbacks)
+        named = values.get("name") or (read_config_file(config_file).get("name") if config_file else None)
+        return run(cfg, source, callbacks=callbacks, unique_name=not named)
     rundir, checkpoint, recorded = _reopen(Path(resume))
     cfg, source = resolve_config(values, config_file=config_file, resume={"config": recorded}, where=where)
+    if checkpoint is not None:
+        _check_epochs(cfg, checkpoint, rundir.path)
     return run(cfg, source, rundir=rundir, checkpoint=checkpoint, recorded=recorded, callbacks=callbacks)
 
 
 def run(cfg: TrainConfig, source: DataSource, *, rundir: RunDir | None = None, checkpoint: dict | None = None,
-        recorded: dict | None = None, callbacks: Sequence[Callback] = ()) -> Outcome:
-    """Run a resolved config: a new run, or (``rundir`` and what :func:`_reopen` read) a resumed one."""
+        recorded: dict | None = None, callbacks: Sequence[Callback] = (),
+        unique_name: bool = False) -> Outcome:
+    """Run a resolved config: a new run, or (``rundir`` and what :func:`_reopen` read) a resumed one.
+    ``unique_name``: the run named itself, so a name taken meanwhile becomes NAME-2, NAME-3, ...
+
+    The run folder is locked while this process trains it (a second process is refused), and its
+    ``state.json`` says ``training`` until the run ends: finished, stopped (a signal), diverged (a
+    non-finite loss) or failed (an error), with the reason also in ``log.txt``.
+    """
     resume = rundir is not None
     rundir = rundir or RunDir(Path(cfg.out) / cfg.name)
     if cfg.tensorboard:
@@ -87,16 +98,19 @@ def run(cfg: TrainConfig, source: DataSource, *, rundir: RunDir | None = None, c
     try:
         rundir.primary = dist.primary
         if resume:
+            rundir.lock()  # before anything is touched: a run being trained is left alone
             for stale in rundir.clean_leftovers():
                 rundir.log(f"removed {stale.name}, left by a run killed while writing it")
         else:
-            rundir.create()
+            rundir.create(unique=unique_name)
+            rundir.path = Path(dist.broadcast(str(rundir.path)))  # the name rank 0 took
+            cfg = cfg.replace(name=rundir.path.name)
         dist.barrier()
         try:
             trainer = Trainer(cfg, source, rundir, dist, device, checkpoint=checkpoint, callbacks=callbacks)
         except BaseException:
-            if not resume and dist.primary and rundir.path.is_dir() and not any(rundir.path.iterdir()):
-                rundir.path.rmdir()  # nothing was written: leave no empty run behind
+            if not resume:
+                rundir.discard_if_empty()  # nothing was written: leave no empty run behind
             raise
         _record_start(trainer, recorded, resumed=bool(resume), restarted=bool(resume) and checkpoint is None,
                       world=dist.world)
@@ -107,16 +121,62 @@ def run(cfg: TrainConfig, source: DataSource, *, rundir: RunDir | None = None, c
         warning = amp_warning(device, cfg.amp)
         if warning:
             rundir.log(warning, err=True)
+        return _train(trainer)
+    finally:
+        rundir.unlock()
+        compute_cleanup()
+
+
+def _train(trainer: Trainer) -> Outcome:
+    """Fit and test, recording how the run ends (state.json, and why in log.txt)."""
+    rundir = trainer.rundir
+    rundir.set_state("training")
+    try:
         with StopRequest() as stop:
             signum = trainer.fit(stop)
         if signum is not None:
             rundir.log(f"stopped by {signal.Signals(signum).name} at epoch {trainer.epoch + 1}, step "
                        f"{trainer.state.step}; saved {rundir.last}. Resume with: alexnet train --resume "
                        f"{rundir.path}", err=True)
+            rundir.set_state("stopped", f"stopped by {signal.Signals(signum).name}")
             return Outcome(rundir.path, None, signum)
-        return Outcome(rundir.path, trainer.finish())
-    finally:
-        compute_cleanup()
+        results = trainer.finish()
+    except NonFiniteLoss as e:
+        _record_end(rundir, "diverged", str(e))
+        raise
+    except KeyboardInterrupt:
+        _record_end(rundir, "stopped", "interrupted by a second Ctrl-C; the last checkpoint is kept")
+        raise
+    except BaseException as e:
+        why = str(e).strip().splitlines()
+        _record_end(rundir, "failed", why[0] if isinstance(e, (UserError, DiskFullError)) and why
+                    else f"{type(e).__name__}: {why[0] if why else ''}")
+        raise
+    rundir.set_state("finished")
+    return Outcome(rundir.path, results)
+
+
+def _record_end(rundir: RunDir, state: str, reason: str) -> None:
+    """Say why the run ended, in log.txt and state.json, as far as the disk lets us (it may be full)."""
+    try:
+        rundir.log(f"{state}: {reason}", echo=False)
+        rundir.set_state(state, reason)
+    except OSError:
+        pass
+
+
+def _check_epochs(cfg: TrainConfig, checkpoint: dict, path: Path) -> None:
+    """A resumed run never gets fewer epochs than it has trained (or begun)."""
+    done, step = checkpoint["epoch"], checkpoint["state"]["step"]
+    begun = done + (1 if step > 0 else 0)
+    if cfg.epochs < begun:
+        what = f"{done} epoch(s)" + (f" and {step} step(s) of epoch {done + 1}" if step > 0 else "")
+        raise UserError(f"--epochs {cfg.epochs}: {path} has already trained {what}; a run cannot be "
+                        f"shortened (give --epochs {begun} or more, or evaluate it as it is)")
+
+
+TRAINING_KEYS = ("config", "optimizer", "schedule", "scaler", "epoch", "state", "rng", "history", "best_top1",
+                 "best_epoch", "train_seconds", "bad_files")
 
 
 def _reopen(path: Path) -> tuple[RunDir, dict | None, dict]:
@@ -124,6 +184,14 @@ def _reopen(path: Path) -> tuple[RunDir, dict | None, dict]:
     rundir = RunDir(path)
     if rundir.last.is_file():
         checkpoint = load_checkpoint(rundir.last)
+        missing = [k for k in TRAINING_KEYS if k not in checkpoint]
+        if missing:
+            raise CheckpointError(f"{rundir.last} lacks the training state ({', '.join(missing)}): "
+                                  "training cannot continue from it")
+        if checkpoint["optimizer"] is None:
+            raise CheckpointError(f"{rundir.last} holds weights only, no optimizer state (a copy of "
+                                  "best.pt?): training cannot continue from it; start a new run from its "
+                                  f"weights with --pretrained {rundir.last}")
         recorded = checkpoint["config"]
     elif rundir.config_file.is_file():
         checkpoint, recorded = None, rundir.read_config()["config"]

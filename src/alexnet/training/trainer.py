@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..data import DataSource
 from ..data.loader import EpochLoader, batch_indices, epoch_seed
 from ..data.prefetch import Prefetcher
@@ -124,6 +124,7 @@ class Trainer:
         self.log = open_log(cfg.tensorboard, rundir.path / "tensorboard", dist.primary)
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
+            self._check_best()
 
     # -- checkpoints
 
@@ -163,6 +164,28 @@ class Trainer:
         if ckpt["state"]["step"] > 0:  # inside an epoch: continue its batches with its generators
             self.state = TrainState(**ckpt["state"])
             self.resume_rng = ckpt["rng"]
+
+    def _check_best(self) -> None:
+        """On resume: best.pt must hold the epoch last.pt names as the best. last.pt is written first, so a
+        run killed between the two writes left best.pt one improvement behind; last.pt is then the end of
+        that very epoch and holds the best weights, and best.pt is rewritten from it. Any other mismatch
+        (files copied between runs) is an error: results would name one epoch and test another."""
+        if self.best_epoch == 0:  # no epoch has ended yet
+            return
+        path = self.rundir.best
+        held = load_checkpoint(path)["epoch"] if path.is_file() else None
+        if held == self.best_epoch:
+            return
+        if self.epoch == self.best_epoch and self.state.step == 0:
+            self.save("best")
+            self.rundir.log(f"best.pt held {'no weights' if held is None else f'epoch {held}'} while last.pt "
+                            f"names epoch {self.best_epoch} as the best (the run was stopped between the two "
+                            f"writes): best.pt rewritten from last.pt, which is epoch {self.epoch}")
+            return
+        if held is not None:  # (a best.pt removed by hand: the test then reports the last weights, saying so)
+            raise CheckpointError(f"{path} holds epoch {held} but {self.rundir.last} names epoch "
+                                  f"{self.best_epoch} as the best: the two do not belong to the same run; "
+                                  "put back the run's own best.pt, or remove it")
 
     def save(self, which: str = "last") -> None:
         if self.dist.primary:
@@ -268,7 +291,8 @@ class Trainer:
         improved = val.top1_accuracy > self.best_top1
         if improved:
             self.best_top1, self.best_epoch = val.top1_accuracy, self.epoch
-        # last.pt first: if we die between the two writes, best.pt is one epoch stale, never broken
+        # last.pt first: if we die between the two writes, best.pt is one improvement behind, never broken,
+        # and the resume rewrites it from last.pt (_check_best)
         self.save("last")
         if improved:
             self.save("best")
@@ -314,7 +338,11 @@ class Trainer:
         if split == "val":
             weights = "last: the reported split (val) is the one that would choose best"
         elif self.rundir.best.is_file():
-            self.model.load_state_dict(load_checkpoint(self.rundir.best)["model"])
+            best = load_checkpoint(self.rundir.best)
+            if best["epoch"] != self.best_epoch:  # never name one epoch and test another
+                raise CheckpointError(f"{self.rundir.best} holds epoch {best['epoch']}, not the best epoch "
+                                      f"{self.best_epoch}: it was replaced while the run trained")
+            self.model.load_state_dict(best["model"])
             weights = f"best: epoch {self.best_epoch}, chosen on val, reported on {split}"
         else:
             weights = "last"
