@@ -50,6 +50,14 @@ def cosine(got: torch.Tensor, want: torch.Tensor) -> float:
     return nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0).item()
 
 
+def cancelled_by_batch_norm(model: nn.Module) -> set[str]:
+    """Biases of convolutions followed by batch normalization: the batch mean subtracts them, so their
+    gradient is zero in exact arithmetic and what either path computes is rounding."""
+    modules = list(model.named_modules())
+    return {f"{a}.bias" for (a, conv), (_, bn) in zip(modules, modules[1:])
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and conv.bias is not None}
+
+
 def check_fast_path(name: str, **fast):
     plain_model = build(name)
     fast_model = copy.deepcopy(plain_model)
@@ -62,7 +70,7 @@ def check_fast_path(name: str, **fast):
     assert relative_error(got[0], want[0]) < (2e-2 if bf16 else 1e-4), "logits"
     assert relative_error(got[1], want[1]) < (2e-2 if bf16 else 1e-4), "loss"
     assert got[2].keys() == want[2].keys()
-    for n in want[2]:
+    for n in set(want[2]) - cancelled_by_batch_norm(plain_model):
         if bf16:
             assert cosine(got[2][n], want[2][n]) > 0.95, f"grad of {n}"
         else:

@@ -112,12 +112,56 @@ def convnet18(num_classes: int = 10) -> nn.Sequential:
     )
 
 
+def keras_alexnet(num_classes: int = 1000) -> nn.Sequential:
+    """A Keras lesson's simplified AlexNet, 224x224 input, one tower, no LRN."""
+    return nn.Sequential(
+        nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(96, 256, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Flatten(),
+        nn.Linear(256 * 5 * 5, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(4096, num_classes),
+    )
+
+
+def nnott_alexnet(num_classes: int = 10) -> nn.Sequential:
+    """The NNOTT lab's AlexNet at 1x28x28: 3x3 convolutions with batch norm, 2x2 pools."""
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(
+        *block(1, 64), nn.MaxPool2d(2), *block(64, 192), nn.MaxPool2d(2),
+        *block(192, 384), *block(384, 256), *block(256, 256), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(256 * 3 * 3, 1024), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(1024, 512), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(512, num_classes),
+    )
+
+
+def nnott_lenet(num_classes: int = 10) -> nn.Sequential:
+    """The NNOTT lab's LeNet at 1x28x28: ReLU, max-pools, batch norm after the first two convolutions."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(16, 120, 5), nn.ReLU(inplace=True),
+        nn.Flatten(),
+        nn.Linear(120, 84), nn.ReLU(inplace=True),
+        nn.Linear(84, num_classes),
+    )
+
+
 REFERENCES = {
     "alexnet2012": alexnet2012,
     "alexnet-owt": alexnet_owt,
     "alexnet-small": alexnet_small,
     "lenet5": lenet5,
     "convnet18": convnet18,
+    "keras-alexnet": keras_alexnet,
+    "nnott-alexnet": nnott_alexnet,
+    "nnott-lenet": nnott_lenet,
 }
 
 
