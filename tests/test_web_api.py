@@ -309,13 +309,14 @@ def test_twenty_concurrent_requests_all_answer_correctly(live, trained_run, digi
 
 def test_serve_command_warns_off_loopback_and_refuses_bad_paths(trained_run, monkeypatch, capsys, tmp_path):
     served = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config.host))
-    assert main(["serve", str(trained_run), "--host", "0.0.0.0", "--port", "8123"]) == 0
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.append(sockets[0].getsockname()))
+    assert main(["serve", str(trained_run), "--host", "0.0.0.0", "--port", "0"]) == 0
     err = capsys.readouterr().err
-    assert "warning: serving on 0.0.0.0" in err and "http://0.0.0.0:8123/" in err
-    assert main(["serve", str(trained_run)]) == 0
+    # bound to every interface; the address to open here is the loopback one
+    assert "warning: serving on 0.0.0.0" in err and f"http://127.0.0.1:{served[0][1]}/" in err
+    assert main(["serve", str(trained_run), "--port", "0"]) == 0
     assert "warning" not in capsys.readouterr().err
-    assert served == ["0.0.0.0", "127.0.0.1"]
+    assert [host for host, _ in served] == ["0.0.0.0", "127.0.0.1"]
     assert main(["serve", str(tmp_path / "missing")]) == 2
     assert "alexnet: error: no such run folder or file" in capsys.readouterr().err
     assert main(["serve", str(tmp_path)]) == 2  # an empty folder: no runs

@@ -164,6 +164,11 @@ def test_bad_uploads_show_their_message(page, tmp_path):
     page.wait_for_function("() => document.querySelector('#message').textContent.startsWith('Too large')")
     assert "20 MB" in page.text_content("#message")
     page.screenshot(path=str(tmp_path / "bad.png"))
+    huge = tmp_path / "huge.png"  # 0.1 MB, 9450x9460 pixels: refused from its header, before decoding
+    Image.new("L", (9450, 9460), 128).save(huge)
+    page.set_input_files("#file", str(huge))
+    page.wait_for_function("() => document.querySelector('#message').textContent.includes('9450x9460')")
+    assert page.text_content("#message").startswith("Too large: huge.png: 9450x9460 pixels is more than this")
     tiny = tmp_path / "dot.png"
     tiny.write_bytes(png_bytes(np.zeros((1, 1), np.uint8)))
     page.set_input_files("#file", str(tiny))

@@ -1,24 +1,35 @@
 """The explorer's JSON API and static page (FastAPI).
 
 Only what it was given is reachable: the runs passed to :func:`discover` by id (never by path), a
-fixed list of files inside each run, the test and training images of a run's own dataset, and the
-sample photographs that ship with scikit-learn. Uploads are read up to :data:`MAX_UPLOAD` bytes and
-decoded by the package's own decoder (:func:`alexnet.data.decode.decode_file`), which refuses
-decompression bombs, truncated files and non-images.
+fixed list of files inside each run (resolved: a link out of the run folder is refused), the test and
+training images of the dataset a run names in its own ``config.json`` or the command line gives
+(``--data``; never one a weights file's metadata names), each resolved inside that dataset's folder,
+and the sample photographs that ship with scikit-learn. Requests must name this server in their Host
+header (:class:`HostCheck`, against DNS rebinding). Uploads are read up to :data:`MAX_UPLOAD` bytes;
+their header is read before any pixel is decoded (:data:`MAX_DECODE_BYTES`), at most
+:data:`DECODE_SLOTS` images are decoded at once, and they are decoded by the package's own decoder
+(:func:`alexnet.data.decode.decode_file`), which refuses decompression bombs, truncated files and
+non-images. docs/explorer.md states the threat model.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
+import ipaddress
 import json
+import math
+import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
+import anyio
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
@@ -26,9 +37,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
 from ..data import build_source
-from ..data.decode import ImageDecodeError, decode_file
+from ..data.decode import MAX_IMAGE_PIXELS, ImageDecodeError, decode_file
+from ..data.folder import FolderImageSet
 from ..data.samples import gallery
 from ..errors import UserError
 from ..inference.analysis import Explainer, conv1_stats, subset_indices, train_index
@@ -38,6 +51,22 @@ from ..viz import kernel_grid
 
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes
 MIN_SIDE = 8  # pixels: a smaller image carries no pattern any layer could respond to
+# What decoding an upload may cost at its peak, read from its header before any pixel is decoded
+# (see decode_upload): a 12-megapixel photograph (6 bytes a pixel), a 4K screenshot with transparency.
+# A PNG file of a quarter of a megabyte can claim 89 megapixels (Pillow's limit): 0.5 to 2.3 GB.
+MAX_DECODE_BYTES = 128 * 2**20
+# Peak bytes a pixel of each mode costs decode_file (Pillow holds RGB and CMYK at 4 bytes a pixel; a
+# grey image is made RGB for a colour model; transparency is composited on white in RGBA; 16-bit grey
+# is scaled in float64), measured on 2048- to 4096-pixel squares, rounded up (tests/test_web_security.py
+# keeps them true); any other mode costs the most.
+DECODE_COST = {"1": 6, "L": 6, "P": 6, "RGB": 6, "YCbCr": 6, "CMYK": 9, "RGBA": 16, "LA": 16, "PA": 16}
+MAX_DECODE_COST = 40  # "I;16", "I", "F", ...: 26 to 32 measured
+# Uploads decoded at once; others wait their turn (decoding is CPU-bound: more than the cores gain
+# nothing). Decoding takes at most DECODE_SLOTS x MAX_DECODE_BYTES of memory.
+DECODE_SLOTS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1))
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")  # the names a local browser uses for this machine
+WILDCARD = ("0.0.0.0", "::")  # bind addresses meaning "every interface"
 RUN_FILES = ("config.json", "results.json", "metrics.jsonl", "log.txt", "plots/curves.png", "plots/conv1.png",
              "plots/confusion.png")
 STATIC = Path(__file__).parent / "static"
@@ -52,6 +81,50 @@ class UploadError(Exception):
         self.status = status
 
 
+def shown(text: str) -> str:
+    """A name as the page shows it: the bytes of a name that is not UTF-8 (``os.fsdecode`` keeps them
+    as surrogates, which JSON cannot carry) as backslash escapes, e.g. ``run\\xff``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name made (e.g. a \\ud800 escape in a JSON file)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _json_safe(value):
+    """``value`` with every string :func:`shown` and every non-finite float None."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class SafeJSON(JSONResponse):
+    """JSON that what a run folder holds cannot break: names that are not UTF-8 (a folder, a class, a
+    data path) and non-finite numbers, which ``JSONResponse`` refuses, are sent as :func:`_json_safe`
+    makes them. The common case pays nothing: the cleaning runs only when rendering fails."""
+
+    def render(self, content) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:  # UnicodeEncodeError (a lone surrogate), or NaN / infinity
+            return super().render(_json_safe(content))
+
+
+def inside(path: Path, root: Path) -> Path | None:
+    """``path`` with every link resolved, when it is a file inside ``root`` (itself resolved); else
+    None. A link anywhere on the way that leads out of ``root`` makes it None."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a loop of links
+        return None
+    return real if real.is_file() and real.is_relative_to(root.resolve()) else None
+
+
 @dataclass
 class Entry:
     """One model on the page: a run folder, a checkpoint, or a plain weights file (``model_name``)."""
@@ -61,20 +134,41 @@ class Entry:
     run_dir: Path | None
     model_name: str | None = None
     device: str = "cpu"
+    data: str | None = None  # --data: the dataset of a weights file or checkpoint (never its metadata)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _explainer: Explainer | None = field(default=None, repr=False)
     _key: tuple | None = field(default=None, repr=False)
     _source: object = field(default=None, repr=False)
     _index: object = field(default=None, repr=False)
 
+    @property
+    def name(self) -> str:
+        """The run folder's or file's name as the page shows it (see :func:`shown`)."""
+        return shown(self.path.name)
+
+    def file(self, name: str) -> Path | None:
+        """The run's file ``name`` (e.g. ``plots/curves.png``), resolved; None when it is not there or
+        when it links out of the run folder (:func:`inside`)."""
+        return None if self.run_dir is None else inside(self.run_dir / name, self.run_dir)
+
     def checkpoint(self) -> Path | None:
         """The file the model loads from (None while a run has not saved one yet)."""
         if self.run_dir is not None and self.path == self.run_dir:
-            for name in ("best.pt", "last.pt"):
-                if (self.run_dir / "checkpoints" / name).is_file():
-                    return self.run_dir / "checkpoints" / name
+            for name in ("checkpoints/best.pt", "checkpoints/last.pt"):
+                if (self.run_dir / name).is_file():
+                    if (found := self.file(name)) is None:
+                        raise UploadError(403, f"{self.id}: {name} links outside the run folder: not loaded")
+                    return found
             return None
         return self.path
+
+    def dataset(self) -> str | None:
+        """The dataset whose images the page shows: the one the run records in its ``config.json``,
+        else ``--data``. A weights file's or checkpoint's own metadata never chooses it: a file from
+        elsewhere could name any folder of this machine."""
+        recorded = (self.read_json("config.json") or {}).get("config", {})
+        spec = recorded.get("data") if isinstance(recorded, dict) else None
+        return spec if isinstance(spec, str) else self.data
 
     def explainer(self) -> Explainer:
         """The loaded model; loaded again when its checkpoint file changed (a run still training)."""
@@ -92,8 +186,8 @@ class Entry:
             return self._explainer
 
     def source(self):
-        """The run's dataset (None for weights without one, or data that is not here any more)."""
-        spec = self.explainer().loaded.data
+        """The dataset of :meth:`dataset` (None without one, or for data that is not here any more)."""
+        spec = self.dataset()
         if spec is None:
             return None
         with self._lock:
@@ -116,18 +210,22 @@ class Entry:
             return self._index
 
     def read_json(self, name: str):
-        if self.run_dir is None or not (self.run_dir / name).is_file():
+        path = self.file(name)
+        if path is None:
             return None
         try:
-            return json.loads((self.run_dir / name).read_text())
+            return json.loads(path.read_text())
         except (OSError, ValueError):  # a file being replaced: the next poll sees it
             return None
 
     def metrics(self) -> list[dict]:
-        if self.run_dir is None or not (self.run_dir / "metrics.jsonl").is_file():
+        path = self.file("metrics.jsonl")
+        try:
+            text = "" if path is None else path.read_text()
+        except (OSError, ValueError):  # replaced while read, or not UTF-8: nothing to plot
             return []
         out = []
-        for line in (self.run_dir / "metrics.jsonl").read_text().splitlines():
+        for line in text.splitlines():
             try:
                 out.append(json.loads(line))
             except ValueError:  # a half-written last line
@@ -144,8 +242,9 @@ def _is_run(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "checkpoints").is_dir()
 
 
-def discover(paths: list[str], *, model_name: str | None = None) -> list[Entry]:
-    """Entries for run folders, folders of runs, checkpoints and (with ``model_name``) weight files."""
+def discover(paths: list[str], *, model_name: str | None = None, data: str | None = None) -> list[Entry]:
+    """Entries for run folders, folders of runs, checkpoints and (with ``model_name``) weight files;
+    ``data`` is the dataset of those that record none of their own (see :meth:`Entry.dataset`)."""
     found: list[tuple[Path, Path | None]] = []
     for text in paths:
         p = Path(text).expanduser()
@@ -167,7 +266,7 @@ def discover(paths: list[str], *, model_name: str | None = None) -> list[Entry]:
             rid, n = f"{base}-{n}", n + 1
         seen.add(rid)
         entries.append(Entry(rid, path.resolve(), run.resolve() if run else None,
-                             model_name if run is None else None))
+                             model_name if run is None else None, data=data))
     return entries
 
 
@@ -203,16 +302,40 @@ class _Named(io.BytesIO):
         return repr(self.label)
 
 
-def decode_upload(data: bytes, filename: str, size: int, channels: int) -> tuple[torch.Tensor, dict]:
-    """Decode uploaded bytes like ``alexnet predict`` decodes a file; raise :class:`UploadError`."""
-    name = Path(filename or "upload").name[:80] or "upload"
-    if not data:
-        raise UploadError(422, f"{name}: the file is empty")
+def _header(data: bytes, size: int, channels: int) -> tuple[dict, int | None]:
+    """What the file's header says (format, mode, size) and what decoding it will cost, in bytes (see
+    :data:`DECODE_COST`): a JPEG is decoded at the smallest of 1/8, 1/4, 1/2 or full scale that keeps
+    both sides >= ``size`` (``Image.draft``, as :func:`decode_file` does). ``({}, None)`` for a file
+    Pillow cannot identify and None for a decompression bomb: the decoder refuses those with its own
+    message, also before decoding. No pixel is decoded here."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             info = {"format": img.format, "mode": img.mode, "width": img.size[0], "height": img.size[1]}
-    except Exception:  # noqa: BLE001 - the decoder below says what is wrong
-        info = {}
+            if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+                return info, None
+            if img.format == "JPEG":
+                img.draft("L" if channels == 1 else "RGB", (size, size))
+            cost = 16 if "transparency" in img.info else DECODE_COST.get(img.mode, MAX_DECODE_COST)
+            return info, img.size[0] * img.size[1] * cost
+    except Exception:  # noqa: BLE001 - not an image, or a bomb
+        return {}, None
+
+
+def decode_upload(data: bytes, filename: str, size: int, channels: int) -> tuple[torch.Tensor, dict]:
+    """Decode uploaded bytes like ``alexnet predict`` decodes a file; raise :class:`UploadError`.
+
+    An image whose decoding would take more than :data:`MAX_DECODE_BYTES` is refused (413) from its
+    header, before any pixel is decoded."""
+    name = Path(filename or "upload").name[:80] or "upload"
+    if not data:
+        raise UploadError(422, f"{name}: the file is empty")
+    info, cost = _header(data, size, channels)
+    if cost is not None and cost > MAX_DECODE_BYTES:
+        most = MAX_DECODE_BYTES / (cost / (info["width"] * info["height"])) / 1e6
+        jpeg = "" if info["format"] == "JPEG" else "a JPEG (decoded at reduced scale) or "
+        raise UploadError(413, f"{name}: {info['width']}x{info['height']} pixels is more than this page "
+                               f"decodes ({info['mode']} {info['format']}: up to {most:.1f} megapixels; "
+                               f"the network sees {size}x{size}); send {jpeg}a smaller image")
     try:
         arr, (w, h) = decode_file(_Named(data, name), size, channels)  # as load_image: same pixels as predict
     except ImageDecodeError as e:
@@ -304,16 +427,16 @@ def run_card(entry: Entry) -> dict:
     """What the model picker shows: status, recipe, data, results and, once loaded, the layers."""
     cfg = (entry.read_json("config.json") or {}).get("config", {})
     results = entry.read_json("results.json")
-    shown = ("recipe", "model", "model_opts", "data", "epochs", "batch_size", "optimizer", "lr", "momentum",
-             "weight_decay", "schedule", "seed")
+    keys = ("recipe", "model", "model_opts", "data", "epochs", "batch_size", "optimizer", "lr", "momentum",
+            "weight_decay", "schedule", "seed")
     scores = ("test_top1_accuracy", "test_top5_accuracy", "test_top1_error", "test_top5_error", "test_images",
               "tta", "train_seconds", "test_split", "topk", "weights")
-    card = {"id": entry.id, "status": entry.status(), "path": entry.path.name,
-            "model": cfg.get("model") or entry.model_name, "data": cfg.get("data"),
+    card = {"id": entry.id, "status": entry.status(), "path": entry.name,
+            "model": cfg.get("model") or entry.model_name, "data": entry.dataset(),
             "recipe": cfg.get("recipe"), "epochs": cfg.get("epochs"),
-            "config": {k: cfg[k] for k in shown if k in cfg},
+            "config": {k: cfg[k] for k in keys if k in cfg},
             "results": None if results is None else {k: results.get(k) for k in scores},
-            "files": [f for f in RUN_FILES if entry.run_dir is not None and (entry.run_dir / f).is_file()]}
+            "files": [f for f in RUN_FILES if entry.file(f) is not None]}
     return card
 
 
@@ -338,27 +461,92 @@ def full_card(entry: Entry) -> dict:
     return card
 
 
-def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
-    """The explorer: the page at ``/``, its files under ``/static``, the JSON API under ``/api``."""
-    app = FastAPI(title="alexnet explorer", docs_url=None, redoc_url=None, openapi_url=None)
+def _host_name(header: str) -> str:
+    """The host of a Host header (``name``, ``name:port``, ``[v6]:port``) in lower case, without the
+    brackets of an IPv6 address or a final dot; "" when it is not a host and port."""
+    try:
+        parts = urlsplit(f"//{header}")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return ""
+    return (parts.hostname or "").rstrip(".")
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+class HostCheck:
+    """Refuse (403) a request whose Host header names another server: against DNS rebinding, where a
+    page of another site, its name re-pointed at this machine, reads this server as its own origin
+    (the check Jupyter makes). Accepted: the bound address, the local names (:data:`LOCAL_NAMES`, every
+    loopback address), the names of ``allowed`` (``*``: any); on a wildcard bind (:data:`WILDCARD`)
+    also any IP address (a page reached by address cannot be re-pointed) and this machine's name."""
+
+    def __init__(self, app, *, host: str, allowed: tuple[str, ...] = ()):
+        self.app = app
+        self.wildcard = host in WILDCARD
+        names = {*LOCAL_NAMES, *allowed, socket.gethostname() if self.wildcard else host}
+        self.names = {n.lower().strip("[]").rstrip(".") for n in names}
+        self.ips = {ip for n in self.names if (ip := _ip(n)) is not None}
+        self.any = "*" in allowed
+        self.said = ", ".join(sorted(self.names)) + (" and any IP address" if self.wildcard else "")
+
+    def accepts(self, header: str | None) -> str | None:
+        """None when ``header`` is accepted, else why not."""
+        if self.any:
+            return None
+        name = _host_name(header or "")
+        if not name:
+            return "the request has no valid Host header"
+        ip = _ip(name)
+        if name in self.names or ip is not None and (ip.is_loopback or self.wildcard or ip in self.ips):
+            return None
+        return (f"this server does not answer for host {name!r} (it answers for {self.said}); start it "
+                f"with --allow-host {name} to allow that name")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            why = self.accepts(Headers(scope=scope).get("host"))
+            if why is not None:
+                await SafeJSON({"detail": why}, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(entries: list[Entry], *, device: str = "cpu", host: str = "127.0.0.1",
+               allow_hosts: tuple[str, ...] = ()) -> FastAPI:
+    """The explorer: the page at ``/``, its files under ``/static``, the JSON API under ``/api``.
+    ``host`` is the address it is bound to and, with ``allow_hosts``, what :class:`HostCheck` accepts."""
+    app = FastAPI(title="alexnet explorer", docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=SafeJSON)
+    app.add_middleware(HostCheck, host=host, allowed=tuple(allow_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     by_id = {e.id: e for e in entries}
     for e in entries:
         e.device = device
     photos = gallery()
+    decoding = anyio.CapacityLimiter(DECODE_SLOTS)
+
+    async def decoded(fn, *args):
+        """``fn(*args)`` in a worker thread once one of the :data:`DECODE_SLOTS` is free."""
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=decoding)
 
     @app.exception_handler(UploadError)
     async def _upload_error(_request, exc: UploadError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return SafeJSON({"detail": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request, exc: Exception):  # a message for the page; uvicorn logs the traceback
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"},
-                            status_code=500)
+        return SafeJSON({"detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"},
+                        status_code=500)
 
     @app.exception_handler(UserError)
     async def _user_error(_request, exc: UserError):  # e.g. a checkpoint that does not load
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return SafeJSON({"detail": str(exc)}, status_code=422)
 
     def get(rid: str) -> Entry:
         if rid not in by_id:
@@ -390,7 +578,10 @@ def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
         e = get(rid)
         if name not in RUN_FILES or e.run_dir is None or not (e.run_dir / name).is_file():
             raise HTTPException(404, f"{name!r} is not a file this page serves")
-        return FileResponse(e.run_dir / name)
+        path = e.file(name)
+        if path is None:
+            raise HTTPException(403, f"{name!r} of {e.id} links outside its run folder: not served")
+        return FileResponse(path)
 
     @app.get("/api/runs/{rid}/conv1/{tower}.png")
     async def conv1_png(rid: str, tower: int):
@@ -428,6 +619,9 @@ def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
         images = split_of(e, split)
         if not 0 <= index < len(images):
             raise HTTPException(404, f"the {split} split has {len(images)} images, not {index + 1}")
+        if isinstance(images, FolderImageSet) and inside(Path(images.path(index)), Path(images.root)) is None:
+            raise HTTPException(403, f"{e.id}: {split} image {index} is not a file inside the dataset's "
+                                     f"folder {shown(images.root)} (a link out of it?): not served")
         image, _ = images[index]
         if image is None:
             raise HTTPException(422, f"{images.describe(index)} cannot be decoded")
@@ -435,7 +629,7 @@ def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
 
     @app.get("/api/runs/{rid}/images/{split}/{index}.png")
     async def image_png(rid: str, split: str, index: int):
-        image = await run_in_threadpool(split_image, get(rid), split, index)
+        image = await decoded(split_image, get(rid), split, index)
         return Response(png(image.permute(1, 2, 0).numpy()), media_type="image/png",
                         headers={"Cache-Control": "max-age=3600"})
 
@@ -465,16 +659,16 @@ def create_app(entries: list[Entry], *, device: str = "cpu") -> FastAPI:
         started = time.perf_counter()
         ex = await run_in_threadpool(e.explainer)
         if test is not None:
-            image, info = await run_in_threadpool(split_image, e, "test",
-                                                  test), {"source": f"test image {test}"}
+            image, info = await decoded(split_image, e, "test", test), {"source": f"test image {test}"}
         elif sample is not None:
             if sample not in photos:
                 raise HTTPException(404, f"no sample image named {sample!r}")
-            image, info = await run_in_threadpool(decode_upload, photos[sample].read_bytes(), sample,
-                                                  ex.base_size, ex.channels)
+            image, info = await decoded(decode_upload, photos[sample].read_bytes(), sample, ex.base_size,
+                                        ex.channels)
         else:
             data, name = await upload_bytes(request)
-            image, info = await run_in_threadpool(decode_upload, data, name, ex.base_size, ex.channels)
+            image, info = await decoded(decode_upload, data, name, ex.base_size, ex.channels)
+            del data  # the upload's bytes: up to 20 MB no longer needed while the model runs
         answer = await run_in_threadpool(explanation_json, e, image, k=max(1, min(k, 20)), target=target,
                                          maps=maps, neighbours=max(0, min(neighbours, 32)))
         answer["input"] = info
