@@ -92,6 +92,32 @@ def test_runs_card_and_metrics(live, trained_run):
     assert client.get("/api/runs/nope").status_code == 404
 
 
+def test_the_page_shows_how_each_run_ended(trained_run, tmp_path):
+    """The status comes from the run's own record (state.json) and its lock: a run whose record says
+    training but whose lock no process holds was killed; diverged and stopped runs say so."""
+    runs = {}
+    for name, record in {"killed": "training", "diverged": "diverged", "stopped": "stopped"}.items():
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"config": {"model": "alexnet-small", "data": "digits",
+                                                                "epochs": 5, "recipe": "small"}}))
+        (run / "metrics.jsonl").write_text(json.dumps(metrics_record(1)) + "\n")
+        (run / "state.json").write_text(json.dumps({"state": record, "reason": "", "pid": 1}))
+        runs[name] = run
+    held = fake_live_run(tmp_path / "held")  # the same files, and a lock held by a live process
+    app = create_app(discover([str(trained_run), *map(str, runs.values()), str(held)]))
+    server = LiveServer(app)
+    try:
+        client = httpx.Client(base_url=server.url, timeout=60)
+        shown = {r["id"]: r["status"] for r in client.get("/api/runs").json()}
+        assert shown == {"r": "finished", "killed": "killed", "diverged": "diverged", "stopped": "stopped",
+                         "live": "training"}
+        assert client.get("/api/runs/killed/metrics").json()["status"] == "killed"
+        client.close()
+    finally:
+        server.stop()
+
+
 def test_run_in_progress_shows_new_epochs(live):
     _, client, live_run = live
     card = client.get("/api/runs/live").json()

@@ -16,6 +16,7 @@ from PIL import Image
 
 from alexnet.cli import main
 from alexnet.models import create_model
+from alexnet.training.rundir import RunDir
 
 LAYERS = ["conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5", "pool5"]
 
@@ -32,10 +33,17 @@ def train_tiny_run(base: Path) -> Path:
     return run
 
 
+_HELD: list[RunDir] = []  # the fake live runs' locks, held for the whole session as a trainer holds its own
+
+
 def fake_live_run(base: Path) -> Path:
-    """A run in progress: its config and one epoch of metrics, no checkpoint yet."""
+    """A run in progress: its config and one epoch of metrics, no checkpoint yet, its lock held (by this
+    process, as a training process holds it)."""
     run = base / "live"
     run.mkdir(parents=True, exist_ok=True)
+    held = RunDir(run)
+    held.lock()
+    _HELD.append(held)
     (run / "config.json").write_text(json.dumps({"config": {"model": "alexnet-small", "data": "digits",
                                                             "epochs": 5, "recipe": "small"}}))
     (run / "metrics.jsonl").write_text(json.dumps(metrics_record(1)) + "\n")

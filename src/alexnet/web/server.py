@@ -47,6 +47,7 @@ from ..errors import UserError
 from ..inference.analysis import Explainer, conv1_stats, subset_indices, train_index
 from ..inference.load import load_trained
 from ..models.summary import summarize
+from ..training.rundir import run_state
 from ..viz import kernel_grid
 
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes
@@ -235,7 +236,7 @@ class Entry:
     def status(self) -> str:
         if self.run_dir is None:
             return "weights"
-        return "finished" if (self.run_dir / "results.json").is_file() else "training"
+        return run_state(self.run_dir)  # training, finished, stopped, diverged, failed or killed
 
 
 def _is_run(path: Path) -> bool:
