@@ -37,6 +37,7 @@ def bench(capsys, clock, *args):
     return json.loads(out)
 
 
+@pytest.mark.slow
 def test_without_prefetching_the_reads_add_to_the_step(tmp_path, capsys, slow_reads):
     """The store is made (synthetic photos, then prepared) where --store says; every step then waits D
     for its batch and computes M."""
@@ -60,6 +61,7 @@ def test_without_prefetching_the_reads_add_to_the_step(tmp_path, capsys, slow_re
     assert e2e["device_idle_fraction"] is None  # measured on CUDA only
 
 
+@pytest.mark.slow
 def test_prefetching_hides_reads_and_the_report_adds_up(tmp_path, capsys, monkeypatch):
     from alexnet.bench.e2e import make_store
 

@@ -117,6 +117,7 @@ def test_compare_is_welchs_t_test_written_out():
 # ----------------------------------------------------------------------------- fig1
 
 
+@pytest.mark.slow
 def test_fig1_numbers_are_the_runs_own(tmp_path, count_trainings):
     """Sweep choice, epochs and seconds to the threshold and their ratios, recomputed from metrics.jsonl."""
     thr = 0.5
@@ -203,6 +204,7 @@ def ablation_report(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_ablations_report_matches_the_runs(ablation_report):
     out, result = ablation_report
     saved = _json(out / "results.json")
@@ -233,6 +235,7 @@ def test_ablations_report_matches_the_runs(ablation_report):
     assert (out / "ablations.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_an_interrupted_experiment_reuses_its_finished_runs(ablation_report, count_trainings, tmp_path):
     out, _ = ablation_report
     again = dict(data=DATA, model="alexnet-small", epochs=1, seeds=2, only=ONLY, out=str(out),
@@ -286,6 +289,7 @@ def test_fig3_tells_the_colour_tower_from_the_grey_one(tmp_path):
     assert (tmp_path / "fig3" / "conv1.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_fig3_command_on_a_grayscale_run(ablation_report, tmp_path, capsys):
     run = ablation_report[0] / "runs" / "baseline-seed0"
     assert main(["experiment", "fig3", str(run), "--out", str(tmp_path / "f3")]) == 0
@@ -305,6 +309,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 # ----------------------------------------------------------------------------- fig4
 
 
+@pytest.mark.slow
 def test_fig4_neighbours_and_the_cached_index(ablation_report, tmp_path):
     run = ablation_report[0] / "runs" / "baseline-seed0"
     out = fig4(str(run), images=4, neighbours=3, out=str(tmp_path / "fig4"))
@@ -337,6 +342,7 @@ def test_fig4_neighbours_and_the_cached_index(ablation_report, tmp_path):
 # ----------------------------------------------------------------------------- lab
 
 
+@pytest.mark.slow
 def test_lab_numbers(tmp_path):
     out = lab(data=DATA, epochs=1, seeds=1, batch_sizes=(32, 64), out=str(tmp_path / "lab"), quiet=True)
     models = out["models"]["per_model"]

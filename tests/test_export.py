@@ -118,6 +118,7 @@ def test_safetensors_metadata_and_create_model(tmp_path):
         assert torch.equal(again.state_dict()[k], v)
 
 
+@pytest.mark.slow
 def test_cli_exports_alexnet2012_from_a_weights_file(tmp_path, cli):
     # The full network (paper LRN, two towers) through the command line, once.
     torch.manual_seed(0)

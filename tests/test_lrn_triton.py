@@ -21,6 +21,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 interpreted = pytest.mark.skipif(not INTERPRETED, reason="runs in the TRITON_INTERPRET=1 subprocess")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(INTERPRETED, reason="this is the subprocess")
 def test_kernels_in_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
