@@ -915,10 +915,9 @@ function renderConfusion(e) {
       const share = rowsTotal[i] ? n / rowsTotal[i] : 0;
       const b = el("button", { "data-cell": `${i},${j}`, "aria-pressed": "false",
         "aria-label": `true ${e.class_names[i]}, answered ${e.class_names[j]}: ${n} images` , text: String(n) });
-      const base = i === j ? [29, 78, 216] : [166, 27, 16];
-      const a = n ? 0.12 + 0.88 * share : 0;
-      b.style.background = `rgba(${base.join(",")},${a})`;
-      b.style.color = a > 0.45 ? "#fff" : "#1d2330";
+      const [bg, ink] = cellColours(i === j ? [30, 58, 138] : [153, 27, 27], n ? 0.1 + 0.9 * share : 0);
+      b.style.background = bg;
+      b.style.color = ink;
       b.disabled = n === 0;
       b.addEventListener("click", () => openCell(i, j, b));
       tr.append(el("td", {}, b));
@@ -926,6 +925,19 @@ function renderConfusion(e) {
     table.append(tr);
   });
   box.replaceChildren(table);
+}
+
+// A cell's colour (its share over white) and the ink that keeps a contrast of 4.5:1 (WCAG AA) on it: the
+// colour is deepened where neither black nor white would.
+function cellColours(base, alpha) {
+  const lum = (rgb) => rgb.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((acc, v, k) => acc + [0.2126, 0.7152, 0.0722][k] * v, 0);
+  const dark = lum([29, 35, 48]);
+  for (let a = alpha; ; a = Math.min(1, a + 0.05)) {
+    const rgb = base.map((v) => Math.round(a * v + (1 - a) * 255)), L = lum(rgb);
+    const onWhite = 1.05 / (L + 0.05), onDark = (L + 0.05) / (dark + 0.05);
+    if (Math.max(onWhite, onDark) >= 4.5 || a >= 1) return [`rgb(${rgb.join(",")})`, onWhite > onDark ? "#fff" : "#1d2330"];
+  }
 }
 
 function openCell(i, j, button) {
@@ -1112,6 +1124,14 @@ $("#zoom-close").addEventListener("click", () => $("#zoom").close());
 $("#zoom").addEventListener("close", () => { if (state.unit && state.unit.opener) state.unit.opener.focus(); });
 $("#zoom").addEventListener("click", (ev) => { if (ev.target.id === "zoom") $("#zoom").close(); });  // the backdrop
 $("#zoom-map").addEventListener("keydown", zoomKeys);
+$("#zoom").addEventListener("keydown", (ev) => {  // Tab cycles inside the dialog (showModal alone lets it leave the page)
+  if (ev.key !== "Tab") return;
+  const items = [...$("#zoom").querySelectorAll("button, [href], [tabindex]:not([tabindex='-1'])")].filter((n) => !n.disabled && n.offsetParent);
+  if (!items.length) return;
+  const i = items.indexOf(document.activeElement), last = items.length - 1;
+  if (ev.shiftKey && i <= 0) { ev.preventDefault(); items[last].focus(); }
+  else if (!ev.shiftKey && (i === last || i < 0)) { ev.preventDefault(); items[0].focus(); }
+});
 $("#zoom-map").addEventListener("click", (ev) => {
   const u = state.unit, c = $("#zoom-map"), r = c.getBoundingClientRect();
   u.x = Math.min(u.l.width - 1, Math.floor((ev.clientX - r.left) / r.width * u.l.width));
