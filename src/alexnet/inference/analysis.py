@@ -363,6 +363,7 @@ class Explainer:
                 out.layers.append(LayerMaps(layer.name, layer.kind, m[order], order, strength[order]))
         return out
 
+    @torch.no_grad()
     def unit(self, image: torch.Tensor, layer_name: str, channel: int, y: int, x: int) -> dict:
         """How one value of a layer's map came about, for a uint8 (C, S, S) image: the input pixels it
         depends on (its receptive field, in the crop), and for a convolution the arithmetic: each input
@@ -384,7 +385,7 @@ class Explainer:
         def keep_input(_module, inputs):
             record["input"] = inputs[0].detach().clone()
 
-        with self._lock, torch.no_grad():
+        with self._lock:
             hooks = [m.register_forward_hook(keep) for m in watched]
             hooks.append(layer.parts[0].register_forward_pre_hook(keep_input))
             try:

@@ -514,8 +514,9 @@ async def upload_bytes(request: Request) -> tuple[bytes, str]:
 
 
 def explanation_json(entry: Entry, image: torch.Tensor, *, k: int, target: int | None, maps: bool,
-                     neighbours: int, label: int | None = None) -> dict:
-    """The predict endpoint's answer for one uint8 (C, S, S) image (``label``: its true class, if known)."""
+                     neighbours: int, label: int | None = None, wait: bool = True) -> dict:
+    """The predict endpoint's answer for one uint8 (C, S, S) image (``label``: its true class, if known).
+    Without ``wait``, an index still being built is not waited for: the answer says how far it is."""
     ex = entry.explainer()
     loaded = ex.loaded
     try:
@@ -546,7 +547,7 @@ def explanation_json(entry: Entry, image: torch.Tensor, *, k: int, target: int |
         answer["label"] = {"index": label, "name": loaded.class_names[label],
                            "probability": float(out.probs[label])}
     if neighbours > 0:
-        index = entry.index(wait=False)
+        index = entry.index(wait=wait)
         if index is None and entry.progress["state"] in ("none", "error"):
             answer["neighbours_note"] = "no training images: this model came without its dataset" \
                 if entry.progress["state"] == "none" else f"the index failed: {entry.progress.get('detail')}"
@@ -559,7 +560,7 @@ def explanation_json(entry: Entry, image: torch.Tensor, *, k: int, target: int |
                  "distance": n.distance, "url": f"/api/runs/{entry.id}/images/train/{n.index}.png"}
                 for n in found]
             answer["neighbours_total"] = len(index)
-            report = entry.report(wait=False)
+            report = entry.report(wait=wait)
             threshold = None if report is None else report.unlike()
             if found and threshold is not None:
                 answer["ood"] = {"distance": found[0].distance, "threshold": threshold,
@@ -912,13 +913,15 @@ def create_app(entries: list[Entry], *, device: str = "cpu", host: str = "127.0.
 
     @app.post("/api/runs/{rid}/predict")
     async def predict(request: Request, rid: str, k: int = 5, target: int | None = None, maps: bool = True,
-                      neighbours: int = 8, test: int | None = None, sample: str | None = None):
+                      neighbours: int = 8, test: int | None = None, sample: str | None = None,
+                      wait: bool = True):
         e = get(rid)
         started = time.perf_counter()
         ex = await run_in_threadpool(e.explainer)
         image, info, label = await image_of(request, e, ex, test, sample)
         answer = await run_in_threadpool(explanation_json, e, image, k=max(1, min(k, 20)), target=target,
-                                         maps=maps, neighbours=max(0, min(neighbours, 32)), label=label)
+                                         maps=maps, neighbours=max(0, min(neighbours, 32)), label=label,
+                                         wait=wait)
         answer["input"] = info
         answer["ms"] = round(1000 * (time.perf_counter() - started), 1)
         return answer

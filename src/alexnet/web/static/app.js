@@ -324,7 +324,7 @@ async function predict(source) {
     do {
       state.again = false;
       const src = state.source;
-      const params = { k: "5", neighbours: "8" };
+      const params = { k: "5", neighbours: "8", wait: "false" };  // an index being built: say how far
       const target = $("#cam-class").value;
       if (target !== "") params.target = target;
       const [q, options] = request(src, params);
