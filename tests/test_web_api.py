@@ -434,7 +434,8 @@ def test_errors_confusion_and_the_out_of_distribution_range(live, trained_run, d
     assert [row[2] for row in report["images"]] == probs.argmax(1).tolist()
     # the threshold: the 99th percentile of each test image's fc7 distance to its nearest training image
     f_train, f_test = (fc7_by_hand(trained_run, split.images) for split in (train, test))
-    squared = (f_test ** 2).sum(1)[:, None] + (f_train ** 2).sum(1)[None] - 2 * f_test @ f_train.T  # |a - b|^2
+    # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b
+    squared = (f_test ** 2).sum(1)[:, None] + (f_train ** 2).sum(1)[None] - 2 * f_test @ f_train.T
     nearest = np.sqrt(np.maximum(squared, 0).min(1))
     assert report["unlike"] == pytest.approx(float(np.quantile(nearest, 0.99)), rel=1e-4)
     answer = client.post("/api/runs/r/predict?test=11&maps=false").json()
@@ -446,7 +447,8 @@ def test_errors_confusion_and_the_out_of_distribution_range(live, trained_run, d
     half[14:] = 255  # no digit: a white lower half
     odd = client.post("/api/runs/r/predict?maps=false", content=png_bytes(half),
                       headers={"x-filename": "half.png"}).json()
-    far = np.sqrt(((fc7_by_hand(trained_run, torch.from_numpy(half)[None, None]) - f_train) ** 2).sum(1)).min()
+    f_half = fc7_by_hand(trained_run, torch.from_numpy(half)[None, None])
+    far = np.sqrt(((f_half - f_train) ** 2).sum(1)).min()
     assert odd["ood"]["distance"] == pytest.approx(float(far), rel=1e-4)
     assert odd["ood"]["unlike"] is True and far > report["unlike"]
     pca = client.get("/api/runs/r/projection?method=pca").json()["points"]

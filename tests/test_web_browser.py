@@ -204,6 +204,11 @@ def test_upload_a_test_image_and_open_a_map(page, site, tmp_path):
     page.wait_for_function("() => document.querySelector('#zoom-kernel').naturalWidth === 5")
     assert "rank 1 of 64" in page.text_content("#zoom-title")
     assert "5x5 convolution" in page.text_content("#zoom-caption")
+    page.keyboard.press("Escape")
+    page.locator("canvas[data-layer=conv3]").click(position={"x": 5, "y": 5})  # a deep map: no kernel picture
+    page.wait_for_function("() => [...document.querySelectorAll('#zoom-kernel-box .examples img')]"
+                           ".filter(i => i.complete && i.naturalWidth > 0).length === 8")
+    assert page.locator("#zoom-kernel").count() == 0
     page.screenshot(path=str(site["shots"] / "explorer-zoom.png"))
     page.keyboard.press("Escape")
     page.locator("canvas[data-layer=conv3]").scroll_into_view_if_needed()
@@ -359,6 +364,7 @@ def test_phone_layout_has_no_horizontal_overflow(site):
     page.wait_for_selector("#layers canvas")
     page.wait_for_selector("#confusion button")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.locator("#result-panel").scroll_into_view_if_needed()
     page.screenshot(path=str(site["shots"] / "explorer-phone.png"))
     page.click("header nav a[href='#layers-panel']")  # a section reached from the header shows its title
     page.wait_for_timeout(300)
@@ -402,6 +408,9 @@ def test_the_confusion_matrix_opens_its_images(page, site):
     page.check("#only-wrong")  # the picker lists the wrong answers, marked
     marked = page.eval_on_selector_all("#testset button.wrong", "bs => bs.map(b => +b.dataset.index)")
     assert marked and all(predicted[k] != test.targets[k] for k in marked)
+    page.locator("#errors-panel").scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(site["shots"] / "explorer-errors.png"))
 
 
 def test_the_map_dialog_by_keyboard_only(page, site):
@@ -427,6 +436,7 @@ def test_the_map_dialog_by_keyboard_only(page, site):
     layer = next(la for la in answer["layers"] if la["name"] == "conv1")
     text = page.text_content("#zoom-math")
     assert f"row {unit['y'] + 1}, column {unit['x'] + 1}" in text
+    page.screenshot(path=str(site["shots"] / "explorer-unit.png"))
     page.keyboard.press("Escape")
     page.wait_for_selector("#zoom", state="hidden")
     assert page.evaluate("document.activeElement.dataset.layer") == layer["name"]

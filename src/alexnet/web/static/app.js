@@ -158,6 +158,8 @@ function showCard(card) {
   renderSummary(card);
   renderClassChoice(card);
   renderModelText(card);
+  $("#kernels-section").hidden = !card.conv1;  // a run without a checkpoint yet: no empty headings
+  $("#arch-section").hidden = !card.summary;
 }
 
 async function reloadCard() {  // the run's status or checkpoint changed: its card, kernels and results anew
@@ -224,6 +226,7 @@ function renderKernels(card) {
   const box = $("#kernels");
   box.replaceChildren();
   if (!card.conv1) return;
+  box.previousElementSibling.textContent = `${(card.layers && card.layers[0] && card.layers[0].name) || "conv1"} kernels`;
   for (const t of card.conv1) {
     const chroma = t.mean_chroma === null ? "grey input" :
       `mean chroma ${t.mean_chroma.toFixed(2)}, ${t.colour_kernels} of ${t.kernels} kernels mostly colour`;
@@ -725,7 +728,12 @@ function logTicks(lo, hi) {
 function chart(canvas, panels) {
   const dpr = window.devicePixelRatio || 1;
   if (!canvas.dataset.w) { canvas.dataset.w = canvas.width; canvas.dataset.h = canvas.height; }
-  const W = +canvas.dataset.w, H = +canvas.dataset.h;
+  // as wide as its place allows; on a narrow screen the panels stand one above the other, each full width
+  const avail = canvas.parentElement.clientWidth || +canvas.dataset.w;
+  const W = Math.max(240, Math.min(+canvas.dataset.w, avail));
+  const stacked = panels.length > 1 && W / panels.length < 260, PH = +canvas.dataset.h;
+  const H = stacked ? PH * panels.length : PH;
+  const box = (k) => (stacked ? [0, k * PH, W] : [k * W / panels.length, 0, W / panels.length]);  // x, y, width
   canvas.width = W * dpr; canvas.height = H * dpr;
   canvas.style.width = `${W}px`; canvas.style.aspectRatio = `${W} / ${H}`;
   canvas._panels = panels;
@@ -735,18 +743,26 @@ function chart(canvas, panels) {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, W, H);
     ctx.font = "12px system-ui, sans-serif";
-    const pw = W / panels.length;
     geo.length = 0;
     panels.forEach((panel, k) => {
-      const legendRows = Math.ceil(panel.series.length / 3);
-      const x0 = k * pw + 52, x1 = (k + 1) * pw - 12, y0 = 22 + 15 * legendRows, y1 = H - 34;
+      const [px, py, pw] = box(k);
+      const x0 = px + 52, x1 = px + pw - 12;
+      const spots = [];  // the legend, entry by entry, wrapped to the plot's width: above it, never on the data
+      let lx = x0, row = 0;
+      for (const s of panel.series) {
+        const w = 24 + ctx.measureText(s.label).width;
+        if (lx > x0 && lx + w > x1) { lx = x0; row += 1; }
+        spots.push([lx, py + 28 + 15 * row]);
+        lx += w + 8;
+      }
+      const y0 = py + 22 + 15 * (panel.series.length ? row + 1 : 0), y1 = py + PH - 34;
       const pts = panel.series.flatMap((s) => s.points).filter((p) => p[1] !== null && isFinite(p[1]) && (!panel.log || p[1] > 0));
       ctx.fillStyle = "#1d2330"; ctx.textAlign = "left";
-      ctx.fillText(panel.title, k * pw + 8, 13);
-      panel.series.forEach((s, j) => {  // the legend: above the plot, never on the data
-        const lx = x0 + (j % 3) * ((x1 - x0) / 3), ly = 28 + 15 * Math.floor(j / 3);
-        ctx.fillStyle = s.color; ctx.fillRect(lx, ly - 8, 14, 3);
-        ctx.fillStyle = "#1d2330"; ctx.fillText(s.label, lx + 18, ly - 3);
+      ctx.fillText(panel.title, px + 8, py + 13);
+      panel.series.forEach((s, j) => {
+        const [sx, sy] = spots[j];
+        ctx.fillStyle = s.color; ctx.fillRect(sx, sy - 8, 14, 3);
+        ctx.fillStyle = "#1d2330"; ctx.fillText(s.label, sx + 18, sy - 3);
       });
       if (!pts.length) { ctx.fillStyle = "#545f6d"; ctx.fillText("no epochs yet", x0, y0 + 30); return; }
       let lo = panel.min !== undefined ? panel.min : Math.min(...pts.map((p) => p[1]));
@@ -771,7 +787,7 @@ function chart(canvas, panels) {
         ctx.beginPath(); ctx.moveTo(x, y1); ctx.lineTo(x, y1 + 4); ctx.stroke();
         ctx.fillText(String(e), x, y1 + 16);
       }
-      ctx.fillText("epoch", (x0 + x1) / 2, H - 4);
+      ctx.fillText("epoch", (x0 + x1) / 2, py + PH - 4);
       panel.series.forEach((s) => {
         const good = s.points.filter((p) => p[1] !== null && isFinite(p[1]) && (!panel.log || p[1] > 0));
         ctx.strokeStyle = s.color; ctx.fillStyle = s.color; ctx.lineWidth = 2;
