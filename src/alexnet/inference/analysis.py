@@ -3,15 +3,20 @@ a class-activation heat map, the nearest training images in fc7 space, and what 
 kernels look for. One module for ``alexnet predict``, ``alexnet serve`` and the experiments, so
 they can never disagree.
 
-- Activation maps: forward hooks on every module of the convolutional trunk. A convolution is
-  shown after its ReLU (what the next layer sees), then LRN and pooling as they come. Maps are
-  ordered strongest first (mean activation over the map).
-- Grad-CAM (Selvaraju et al., ICCV 2017) on the last convolutional layer (after its ReLU): the
-  gradient of the class score (the logit) averaged over each map weighs the maps, their weighted
-  sum goes through a ReLU and is resized to the input.
-- Nearest neighbours: the Euclidean distance between fc7 vectors (the 4096-d vector before the
-  output layer), as the paper's Figure 4 (section 6.1). The training split's vectors are computed
-  once per checkpoint and cached in the run folder.
+- Layers, described by their own modules (:func:`describe`): a convolution is shown after what
+  follows it (batch normalization, activation: what the next layer sees), then normalizations and
+  pooling as they come, each with its receptive field. Maps are ordered strongest first (mean
+  activation over the map).
+- Grad-CAM (Selvaraju et al., ICCV 2017) on the last convolution whose maps are larger than 1x1
+  (:attr:`Explainer.cam_layer`): the gradient of the class score (the logit) averaged over each map
+  weighs the maps, their weighted sum goes through a ReLU and is resized to the input.
+- One value of a map (:meth:`Explainer.unit`): its receptive field and the arithmetic that made it.
+- Nearest neighbours: the Euclidean distance between fc7 vectors (the vector before the output
+  layer), as the paper's Figure 4 (section 6.1). The training split's vectors are computed once per
+  checkpoint and cached in the run folder, with the training images that excite each map most.
+- A split's report (:func:`split_report`): answers, confusion, and each image's distance to the
+  nearest training vector, whose 99th percentile marks an input as unlike the training data;
+  :func:`project` puts the vectors in two dimensions (PCA, t-SNE).
 - conv1 chroma: the share of a kernel's variance that differs between colour channels (0: the
   same pattern in R, G and B; 1: no grey component at all). The paper (section 6.1, Figure 3)
   notes that one tower's kernels are largely colour-agnostic and the other's colour-specific.
@@ -640,9 +645,10 @@ class SplitReport:
 
 
 def split_report(explainer: Explainer, split, index: EmbeddingIndex | None = None, *,
-                 limit: int = MAX_REPORT_IMAGES, batch_size: int = 64) -> SplitReport:
+                 limit: int = MAX_REPORT_IMAGES, batch_size: int = 64, progress=None) -> SplitReport:
     """Predict (a subset of, evenly spaced) ``split``: labels, answers, fc7 vectors and, with ``index``,
-    each image's distance to its nearest training vector. Images the split cannot decode are left out."""
+    each image's distance to its nearest training vector. Images the split cannot decode are left out.
+    ``progress(done, total)`` is called after each batch."""
     wanted = subset_indices(len(split), limit)
     kept, labels, probs, feats = [], [], [], []
     for i in range(0, len(wanted), batch_size):
@@ -656,6 +662,8 @@ def split_report(explainer: Explainer, split, index: EmbeddingIndex | None = Non
         probs.append(p)
         kept.append(chunk[good])
         labels.append(torch.tensor([int(items[n][1]) for n in good]))
+        if progress is not None:
+            progress(min(i + batch_size, len(wanted)), len(wanted))
     if not kept:
         empty = torch.zeros(0, dtype=torch.long)
         return SplitReport(empty, empty, empty, torch.zeros(0), torch.zeros(0),

@@ -86,6 +86,10 @@ STATIC = Path(__file__).parent / "static"
 _ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+class _Stopped(Exception):
+    """Background work given up: the server stops."""
+
+
 class UploadError(Exception):
     """An upload the page answers with ``status`` and a one-line message."""
 
@@ -157,6 +161,7 @@ class Entry:
     _projections: dict = field(default_factory=dict, repr=False)
     _work: threading.Lock = field(default_factory=threading.Lock, repr=False)  # index and report building
     _warming: threading.Thread | None = field(default=None, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     progress: dict = field(default_factory=lambda: {"state": "waiting", "done": 0, "total": 0})
 
     @property
@@ -250,6 +255,7 @@ class Entry:
         with self._work:
             if self._index is None or self._index[0] is not ex:
                 def step(done, total):
+                    self._check_stop()
                     self.progress = {"state": "building", "done": done, "total": total}
 
                 self.progress = {"state": "building", "done": 0, "total": min(len(split), MAX_EMBED_IMAGES)}
@@ -271,8 +277,18 @@ class Entry:
         index = self.index()
         with self._work:
             if self._report is None or self._report[0] is not ex:
-                self._report = (ex, split_report(ex, split, index))
+                self._report = (ex, split_report(ex, split, index, progress=lambda *_: self._check_stop()))
             return self._report[1]
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped(f"{self.id}: the server is stopping")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the background work (between two batches) and wait for it: the server is stopping."""
+        self._stop.set()
+        if self._warming is not None:
+            self._warming.join(timeout)
 
     def warm(self) -> None:
         """Load the model and build its index and test report in a background thread, once per
@@ -287,6 +303,8 @@ class Entry:
         try:
             self.index()
             self.report()
+        except _Stopped:
+            self.progress = {"state": "waiting", "done": 0, "total": 0}
         except Exception as e:  # noqa: BLE001 - the page asks again and gets the error then
             self.progress = {"state": "error", "done": 0, "total": 0, "detail": str(e)[:300]}
 
@@ -693,6 +711,8 @@ def create_app(entries: list[Entry], *, device: str = "cpu", host: str = "127.0.
         if first is not None and first.checkpoint() is not None:
             first.warm()  # the model the page opens with: its index is built while the page loads
         yield
+        for e in list(entries):  # no thread left computing when the process ends
+            e.stop()
 
     app = FastAPI(title="alexnet explorer", docs_url=None, redoc_url=None, openapi_url=None,
                   default_response_class=SafeJSON, lifespan=lifespan)

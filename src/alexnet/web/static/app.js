@@ -1138,7 +1138,10 @@ $("#show-cam").addEventListener("change", () => { $("#cam").hidden = !$("#show-c
 $("#cam-class").addEventListener("change", () => { if (state.source) predict(state.source); });
 $("#zoom-close").addEventListener("click", () => $("#zoom").close());
 $("#zoom").addEventListener("close", () => { if (state.unit && state.unit.opener) state.unit.opener.focus(); });
-$("#zoom").addEventListener("click", (ev) => { if (ev.target.id === "zoom") $("#zoom").close(); });  // the backdrop
+$("#zoom").addEventListener("click", (ev) => {  // a click on the backdrop (outside the dialog's box) closes it
+  const r = $("#zoom").getBoundingClientRect();
+  if (ev.target.id === "zoom" && (ev.clientX < r.left || ev.clientX > r.right || ev.clientY < r.top || ev.clientY > r.bottom)) $("#zoom").close();
+});
 $("#zoom-map").addEventListener("keydown", zoomKeys);
 $("#zoom").addEventListener("keydown", (ev) => {  // Tab cycles inside the dialog (showModal alone lets it leave the page)
   if (ev.key !== "Tab") return;
