@@ -21,6 +21,7 @@ from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..data import DataSource
 from ..data.loader import EpochLoader, batch_indices, epoch_seed
 from ..data.prefetch import Prefetcher
+from ..data.selection import reported_weights
 from ..data.transforms import Preset
 from ..distributed import Dist
 from ..errors import UserError
@@ -329,23 +330,22 @@ class Trainer:
     def finish(self) -> dict:
         """Test the weights, write results.json and the pictures.
 
-        The best checkpoint (by validation top-1) is tested when the test split is not the one that chose
-        it. A dataset without a test split (ILSVRC-2012: train and val) reports on val, so there the
-        last weights are tested: a number chosen on the images it reports would be optimistic.
+        Which weights: :func:`alexnet.data.selection.reported_weights`, the rule evaluation shares. The best
+        checkpoint (by validation top-1) is tested when the test split is not the one that chose it. A
+        dataset without a test split (ILSVRC-2012: train and val) reports on val, so there the last
+        weights are tested: a number chosen on the images it reports would be optimistic.
         """
         cfg = self.cfg
         split = self.source.eval_split_name("test")
-        if split == "val":
-            weights = "last: the reported split (val) is the one that would choose best"
-        elif self.rundir.best.is_file():
+        choice = reported_weights(split, has_best=self.rundir.best.is_file())
+        weights = str(choice)
+        if choice.which == "best":
             best = load_checkpoint(self.rundir.best)
             if best["epoch"] != self.best_epoch:  # never name one epoch and test another
                 raise CheckpointError(f"{self.rundir.best} holds epoch {best['epoch']}, not the best epoch "
                                       f"{self.best_epoch}: it was replaced while the run trained")
             self.model.load_state_dict(best["model"])
-            weights = f"best: epoch {self.best_epoch}, chosen on val, reported on {split}"
-        else:
-            weights = "last"
+            weights = f"best: epoch {self.best_epoch}, {choice.why}"
         views = {"center": self.test_preset}
         if cfg.tta == "10crop":
             views["10crop"] = Preset.from_dict(self.train_preset.to_dict(), train=False, tta="10crop")
