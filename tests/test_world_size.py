@@ -120,7 +120,8 @@ def test_the_step_gradient_is_the_global_batch_mean_on_any_number_of_ranks(world
         torch.manual_seed(7)  # every rank: the same seeds, as the trainer sets them
         train_one_epoch(net, keep, torch.amp.GradScaler("cpu", enabled=False),
                         [Batch(images[idx], labels[idx], plan=plan)], preset,
-                        torch.Generator().manual_seed(1), torch.device("cpu"), state=TrainState(), accum_steps=accum, world=world, shard=True)
+                        torch.Generator().manual_seed(1), torch.device("cpu"), state=TrainState(),
+                        accum_steps=accum, world=world, shard=True)
         for total, g in zip(averaged, keep.sum):
             total += g / world  # DDP: the mean over the ranks
     for got, want in zip(averaged, reference):

@@ -70,7 +70,8 @@ def compute_init(device_name: str = "auto") -> tuple[Dist, torch.device]:
         # torchrun's agent keeps one store for all the restarts of a group (--max-restarts), and a
         # restarted group would read the addresses the group before it published (pytorch/pytorch#167288):
         # each attempt keeps its keys under its own prefix
-        store = tdist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
+        store = tdist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                               is_master=False)
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         tdist.init_process_group(backend, store=tdist.PrefixStore(f"alexnet/attempt-{attempt}", store),
                                  rank=rank, world_size=world)
