@@ -2,14 +2,21 @@
 augmentation draws, their dropout masks and the step's gradient, for every rank, against the one-process
 step written out here."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
+from alexnet.data import build_source
 from alexnet.data.loader import Batch, epoch_order, train_steps
 from alexnet.data.transforms import Lighting, Normalization, Preset
+from alexnet.distributed import Dist
+from alexnet.errors import UserError
+from alexnet.models import create_model
 from alexnet.models.dropout import InvertedDropout, PaperDropout, batch_shard, shardable_dropout
 from alexnet.training.engine import TrainState, train_one_epoch
+from alexnet.training.trainer import Trainer
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
@@ -126,3 +133,21 @@ def test_the_step_gradient_is_the_global_batch_mean_on_any_number_of_ranks(world
             total += g / world  # DDP: the mean over the ranks
     for got, want in zip(averaged, reference):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_batch_norm_over_processes_is_said_and_its_last_step_checked():
+    """On the CPU each process normalizes by its own part of the batch: the run log says so (the returned
+    note); a last step too small for every part to hold 2 images is refused before training."""
+    source = build_source("digits")  # 1,078 training images
+    cfg = SimpleNamespace(batch_size=64, accum_steps=1, tower_devices="")
+    trainer = SimpleNamespace(dist=Dist(world=2), model=create_model("nnott-lenet", num_classes=10),
+                              source=source, cfg=cfg)
+    note = Trainer._batch_norm(trainer, torch.device("cpu"))
+    assert "per process" in note and "2 processes" in note
+    trainer.cfg.batch_size = 1075  # a last step of 3 images for 2 processes: a part of 1
+    with pytest.raises(UserError, match="holds 3 image"):
+        Trainer._batch_norm(trainer, torch.device("cpu"))
+    trainer.dist = Dist(world=1)
+    assert Trainer._batch_norm(trainer, torch.device("cpu")) is None  # one process: nothing to say
+    trainer.dist, trainer.model = Dist(world=2), create_model("lenet5", num_classes=10)
+    assert Trainer._batch_norm(trainer, torch.device("cpu")) is None  # no batch norm
