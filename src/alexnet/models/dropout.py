@@ -18,7 +18,11 @@ dropout layer differ by the factor 1 - p; trained from the same start they follo
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 DROPOUT_FORMS = ("inverted", "paper")
@@ -33,8 +37,7 @@ class PaperDropout(nn.Dropout):
             return x * (1.0 - self.p)
         if self.p == 0.0:
             return x
-        keep = torch.empty_like(x).bernoulli_(1.0 - self.p)  # 1 with probability 1 - p
-        return x * keep
+        return x * keep_mask(x, 1.0 - self.p)
 
 
 def make_dropout(p: float, form: str = "inverted") -> nn.Dropout:
@@ -42,3 +45,52 @@ def make_dropout(p: float, form: str = "inverted") -> nn.Dropout:
     if form not in DROPOUT_FORMS:
         raise ValueError(f"unknown dropout_form {form!r}; expected one of {DROPOUT_FORMS}")
     return PaperDropout(p) if form == "paper" else nn.Dropout(p)
+
+
+# (rows, total) while a forward computes rows ``rows`` of a batch of ``total`` (see batch_shard)
+_SHARD: ContextVar[tuple[torch.Tensor, int] | None] = ContextVar("alexnet_dropout_shard", default=None)
+
+
+@contextmanager
+def batch_shard(rows: torch.Tensor, total: int):
+    """Inside, dropout masks are drawn for a batch of ``total`` images and image ``i`` of the forward
+    takes row ``rows[i]``: processes that share a global batch (and seed) draw the same masks, and
+    each uses its own rows, so a sample's mask does not depend on the number of processes."""
+    token = _SHARD.set((rows, total))
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def keep_mask(x: torch.Tensor, keep: float) -> torch.Tensor:
+    """1 with probability ``keep``, 0 otherwise, shaped like ``x`` (drawn for the whole global batch
+    inside :func:`batch_shard`)."""
+    shard = _SHARD.get()
+    if shard is None:
+        return torch.empty_like(x).bernoulli_(keep)
+    rows, total = shard
+    return x.new_empty((total, *x.shape[1:])).bernoulli_(keep)[rows.to(x.device)]
+
+
+class InvertedDropout(nn.Dropout):
+    """``nn.Dropout`` whose masks follow :func:`batch_shard`; outside one it is ``nn.Dropout``.
+
+    On the CPU PyTorch's dropout draws its mask as ``empty_like(x).bernoulli_(1 - p)`` and returns
+    ``x * (mask / (1 - p))``; this computes the same, so a one-process run is unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or _SHARD.get() is None or self.p == 0.0:
+            return F.dropout(x, self.p, self.training, self.inplace)
+        keep = 1.0 - self.p
+        return x * keep_mask(x, keep).div_(keep) if keep > 0 else x * 0.0
+
+
+def shardable_dropout(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Dropout`` of ``model`` (in place) by :class:`InvertedDropout` (the same rate;
+    no parameters, so the state dict is unchanged): dropout masks that follow :func:`batch_shard`."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Dropout:
+                setattr(parent, name, InvertedDropout(child.p, child.inplace))
+    return model

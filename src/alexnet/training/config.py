@@ -299,7 +299,7 @@ def resolve_config(values: dict | None = None, *, config_file: str | None = None
         if config_file:
             raise UserError("--config cannot be combined with --resume (the run keeps its own config)")
         recorded = _upgrade(resume["config"])
-        changed = {k: v for k, v in given.items() if recorded.get(k) != v}
+        changed = {k: v for k, v in given.items() if not _same(recorded.get(k), v)}
         refused = sorted(set(changed) - set(RESUMABLE_CHANGES))
         if refused:
             raise UserError(f"cannot change {', '.join(refused)} when resuming "
@@ -317,6 +317,14 @@ def resolve_config(values: dict | None = None, *, config_file: str | None = None
     if source is None:
         source = build_source(cfg.data)
     return fill_from_data(cfg, source).check(), source
+
+
+def _same(recorded, given) -> bool:
+    """A given value that the recorded one already holds (model options: the ones given, as recorded),
+    so that the command that started a run can resume it."""
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        return all(k in recorded and recorded[k] == v for k, v in given.items())
+    return recorded == given
 
 
 def fill_from_data(cfg: TrainConfig, source: DataSource) -> TrainConfig:
