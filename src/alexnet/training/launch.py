@@ -259,6 +259,9 @@ def _schedule_note(schedule: str, lr: float) -> str:
     if schedule == "cosine":
         return (f"the cosine curve is recomputed over the new length, so the lr continues from {lr:.3g} (the "
                 f"new curve's value at this step), not from where the old curve ended")
+    if schedule == "dexp":
+        return (f"the dexp stages are recomputed over the new length, so the lr continues from {lr:.3g} (the "
+                f"new schedule's value at this step), and the remaining drops come later")
     if schedule == "plateau":
         return f"drops still follow the validation error; the lr continues at {lr:.3g}"
     if schedule == "step":
