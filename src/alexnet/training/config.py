@@ -74,6 +74,12 @@ class TrainConfig:
     freeze: str = opt("none", "features: keep the convolutional trunk as loaded (with --pretrained) and "
                               "train only the fully connected layers; none: train everything", "model",
                       choices=("none", "features"))
+    doctor: str = opt("on", "the training doctor (docs/doctor.md): each layer's health every epoch in "
+                            "metrics.jsonl, and a warning when the loss sits at chance, activations explode "
+                            "or vanish, or a layer's ReLUs die; it never stops the run", "run",
+                      choices=("on", "off"))
+    doctor_steps: int = opt(200, "steps the training loss must sit at chance, ln(classes), before the doctor "
+                                 "says so", "run")
     tensorboard: bool = opt(False, "also write TensorBoard event files (scalars per epoch, conv1 kernels) to "
                                    "RUN/tensorboard (needs: pip install tensorboard)", "run")
     # data
@@ -209,10 +215,11 @@ FIELDS = {f.name: f for f in fields(TrainConfig)}
 # --workers, --batch-size: alexnet.cli.flags.bounded_int).
 MINIMUM = {"epochs": 1, "batch_size": 1, "accum_steps": 1, "patience": 1, "step_size": 1, "workers": 0,
            "save_every": 0, "stats_images": 0, "pad": 0, "warmup_epochs": 0, "max_drops": 0, "seed": 0,
-           "dexp_steps": 1, "bias_dexp_steps": 1}
+           "dexp_steps": 1, "bias_dexp_steps": 1, "doctor_steps": 1}
 DEXP_OPTIONS = ("dexp_factor", "dexp_steps", "bias_dexp_factor", "bias_dexp_steps")
 # What may change when a run is resumed: nothing that changes what was computed so far.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "quiet", "save_every", "compile", "cuda_graphs", "out")
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "quiet", "save_every", "compile", "cuda_graphs", "out",
+                     "doctor", "doctor_steps")
 
 
 # ----------------------------------------------------------------------------- reading values

@@ -8,6 +8,7 @@ uninterrupted run would have done. All of the loop's state goes through :meth:`T
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import threading
@@ -32,6 +33,7 @@ from ..models.split import split_towers
 from ..provenance import environment
 from ..runtime import grad_scaler, prepare_model
 from .config import TrainConfig
+from .doctor import Doctor, NoDoctor
 from .engine import TrainState, train_one_epoch
 from .rundir import RunDir
 from .schedule import Schedule
@@ -300,6 +302,7 @@ class Trainer:
 
             def after_step(state: TrainState, steps: int = len(batches)) -> bool:
                 self._check_finite(state.loss_sum)
+                self.doctor.after_step(state, self.epoch * steps + state.step)
                 self.schedule.after_step()
                 self._note_bad_files(state.skipped)
                 for cb in self.callbacks:
@@ -327,6 +330,15 @@ class Trainer:
                 return stop.signum or signal.SIGTERM
         return None
 
+    @functools.cached_property
+    def doctor(self) -> Doctor | NoDoctor:
+        """Watches the run (docs/doctor.md); made at its first use, the weights and history in place."""
+        if self.cfg.doctor == "off":
+            return NoDoctor()
+        return Doctor(self.model, self.optimizer, self.source, self.test_preset, self.device, self.rundir,
+                      seed=self.cfg.seed, steps=self.cfg.doctor_steps, channels_last=self.cfg.channels_last,
+                      history=self.history)
+
     def _end_epoch(self) -> None:
         cfg, dist = self.cfg, self.dist
         sums = torch.tensor([self.state.count, self.state.loss_sum, self.state.correct], dtype=torch.float64,
@@ -335,13 +347,14 @@ class Trainer:
         train_loss = loss_sum / max(count, 1)
         val = self.evaluate_split("val")
         lr = self.schedule.lr
+        health = self.doctor.examine(self.epoch, self.epoch * self.steps_per_epoch + self.state.step)
         self.epoch += 1
         dropped = self.schedule.after_epoch(self.epoch, 100 * (1 - val.top1_accuracy))
         record = {"epoch": self.epoch, "train_loss": train_loss,
                   "train_top1": correct / max(count, 1), "val_loss": val.loss, "val_top1": val.top1_accuracy,
                   "val_top5": val.top5_accuracy, "lr": lr, "seconds": self.state.seconds,
                   "images_per_second": count / max(self.state.seconds, 1e-9),
-                  "skipped_files": len(self.state.skipped) + val.skipped}
+                  "skipped_files": len(self.state.skipped) + val.skipped, **health}
         self.history.append(record)
         self.state = TrainState()
         improved = val.top1_accuracy > self.best_top1
