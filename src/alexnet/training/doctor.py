@@ -149,6 +149,11 @@ class Doctor:
 
     # -- every step
 
+    def sums_replaced(self) -> None:
+        """The running sums were replaced (gathered over processes for a checkpoint): the next step's loss
+        cannot be told from them, and is skipped."""
+        self._last = None
+
     def after_step(self, state: TrainState, step: int) -> None:
         """Step ``step`` of the run is done; ``state`` holds the epoch's running sums."""
         last, self._last = self._last, (state, state.loss_sum, state.count)
@@ -286,6 +291,9 @@ def _listing(rows: list[dict], gain: dict[str, float]) -> str:
 
 class NoDoctor:
     """``--doctor off``: nothing measured, nothing said, no ``"health"`` in the records."""
+
+    def sums_replaced(self) -> None:
+        pass
 
     def after_step(self, state: TrainState, step: int) -> None:
         pass

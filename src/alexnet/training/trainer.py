@@ -246,6 +246,7 @@ class Trainer:
         else:
             state.count, state.loss_sum, state.correct, state.skipped = 0, 0.0, 0, []
         self.noted = 0
+        self.doctor.sums_replaced()
 
     # -- the loop
 
