@@ -1,4 +1,4 @@
-"""The figures a run writes, checked on the matplotlib Figure itself and on the PNG:
+"""The figures a run and the experiments write, checked on the matplotlib Figure itself and on the PNG:
 where ticks fall, where a point lands on the canvas, which texts the renderer drew and whether any two
 of them overlap, font sizes, colours against WCAG's contrast formula, blank rows of pixels."""
 
@@ -11,7 +11,10 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.image import AxesImage
+from matplotlib.text import Annotation
+from PIL import Image
 
+from alexnet.experiments.plots import plot_ablations, plot_fig1, plot_fig4
 from alexnet.viz import kernel_grid, plot_conv1, plot_curves
 
 
@@ -117,6 +120,103 @@ def test_conv1_towers_share_one_scale_and_say_what_grey_is(tmp_path):
     bar = next(ax for ax in fig.axes if "grey = 0" in ax.get_ylabel())
     assert bar.get_ylim() == pytest.approx((-4.0, 4.0))
     assert overlaps(drawn_texts(fig)) == []
+
+
+# ----------------------------------------------------------------------------- experiments' figures
+
+
+def relative_luminance(rgb) -> float:
+    """WCAG 2.1's relative luminance of an sRGB colour in [0, 1]."""
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def test_fig1_draws_every_seed_visibly(tmp_path):
+    from matplotlib.colors import to_rgb
+
+    errors = [[0.6, 0.2, 0.1, 0.04], [0.55, 0.18, 0.09, 0.03], [0.62, 0.21, 0.12, 0.05]]
+    runs = {act: [{"train_error": e} for e in errors] for act in ("relu", "tanh")}
+    fig = plot_fig1(runs, {"relu": 0.03, "tanh": 0.01}, 0.05, tmp_path / "fig1.png",
+                    title="convnet18 on digits: 3 seeds, 4 epochs")
+    ax = fig.axes[0]
+    for act in ("relu", "tanh"):
+        mean = next(line for line in ax.get_lines() if line.get_label().startswith(act))
+        seeds = [line for line in ax.get_lines() if line.get_color() == mean.get_color() and line is not mean]
+        assert len(seeds) == 3
+        for line, e in zip(seeds, errors):
+            np.testing.assert_allclose(line.get_ydata(), 100 * np.array(e))
+            assert line.get_linewidth() < mean.get_linewidth()
+            # the line blended over white, against white: at least 3:1 (WCAG 2.1, 1.4.11 non-text contrast)
+            a = line.get_alpha()
+            seen = [a * c + (1 - a) for c in to_rgb(line.get_color())]
+            assert 1.05 / (relative_luminance(seen) + 0.05) >= 3.0, (act, a)
+    assert any("seed" in t.get_text() and "mean" not in t.get_text() for t in ax.get_legend().get_texts())
+    assert overlaps(drawn_texts(fig)) == []
+
+
+def digit(seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (1, 28, 28), generator=generator, dtype=torch.uint8)
+
+
+def fig4_item(i: int, label: int, top1: int, names: list[str]) -> dict:
+    order = [top1] + [c for c in range(len(names)) if c != top1][:4]
+    probs = [0.9, 0.05, 0.03, 0.015, 0.005]
+    return {"test_index": i, "label": label, "true_name": names[label], "image": digit(i),
+            "top": [{"index": c, "name": names[c], "probability": p} for c, p in zip(order, probs)],
+            "neighbours": [{"label": c, "name": names[c], "distance": 3.0 + j, "image": digit(100 + j)}
+                           for j, c in enumerate((label, label, top1, label))]}
+
+
+def test_fig4_has_no_blank_band_legible_captions_and_marks_the_failure(tmp_path):
+    names = ["tabby cat", "golden retriever", "container ship", "3", "4", "5"]
+    items = [fig4_item(0, 0, 0, names), fig4_item(1, 1, 1, names), fig4_item(2, 2, 5, names)]  # last: wrong
+    fig = plot_fig4(items, tmp_path / "fig4.png", title="run r: top-5 and fc7 neighbours")
+    texts = drawn_texts(fig)
+    sizes = {t.get_text(): t.get_fontsize() for t, _ in texts}
+    assert min(sizes.values()) >= 8, sizes  # points
+    assert "golden retriever *  5.0%" not in sizes  # the true class (index 1) is not second in row 1
+    assert any(t.startswith("golden retriever *") and t.endswith("90.0%") for t in sizes)
+    images = [ax for ax in fig.axes if ax.get_title().startswith("true:")]
+    assert [ax.get_title() for ax in images] == ["true: tabby cat", "true: golden retriever",
+                                                 "true: container ship\nwrong at top-1"]
+    frames = [ax.spines["left"].get_edgecolor() for ax in images]
+    assert frames[0] == frames[1] != frames[2]
+    assert frames[2][0] > 0.7 and frames[2][1] < 0.3  # red
+    grey = np.asarray(Image.open(tmp_path / "fig4.png").convert("L"))
+    blank = grey.min(axis=1) >= 250  # rows of white pixels only
+    longest = max(len(run) for run in "".join("1" if b else "0" for b in blank).split("0"))
+    assert longest < 0.03 * grey.shape[0], (longest, grey.shape)  # gaps between rows, no band
+    assert overlaps(texts) == []
+
+
+def test_ablations_marks_rows_not_run_and_the_papers_bound(tmp_path):
+    rows = [
+        {"key": "baseline", "label": "all ingredients (baseline)"},
+        {"key": "no-lrn", "label": "no local response normalization", "ours": -0.0056, "ours_std": 0.01,
+         "paper_top1": 1.4},
+        {"key": "centre-crop", "label": "centre crop instead of ten patches", "ours": 0.0, "ours_std": 0.0,
+         "paper_top1": 1.5},
+        {"key": "no-lighting", "label": "no PCA lighting", "ours": None, "paper_top1": 1.0,
+         "paper_top1_bound": True, "skipped": "digits is grayscale: PCA lighting needs three channels"},
+    ]
+    fig = plot_ablations(rows, tmp_path / "ablations.png", model="alexnet-small", data="digits", seeds=3,
+                         epochs=5)
+    ax = fig.axes[0]
+    assert "5 epochs" in ax.get_title() and "3 seeds" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [r["label"] for r in rows[1:]]
+    row_y = dict(zip(labels, ax.get_yticks()))
+    boxes = drawn_texts(fig)
+    texts = {t.get_text(): t for t, _ in boxes}
+    not_run = next(t for s, t in texts.items() if "not run" in s)
+    assert "grayscale" in not_run.get_text()
+    assert abs(not_run.get_position()[1] - row_y["no PCA lighting"]) < 0.5
+    bound = texts["> 1.0"]
+    assert bound.get_position()[0] > 1.0 and abs(bound.get_position()[1] - row_y["no PCA lighting"]) < 0.5
+    arrows = [a for a in ax.texts if isinstance(a, Annotation)]
+    assert len(arrows) == 1 and arrows[0].xy[0] > arrows[0].xyann[0] == 1.0  # from 1.0 to the right
+    assert overlaps(boxes) == []
 
 
 def test_a_trained_run_titles_its_curves_with_its_name_and_model(cli, tmp_path, monkeypatch):
