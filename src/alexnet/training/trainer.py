@@ -449,7 +449,7 @@ class Trainer:
 
         out = self.rundir.path / "plots"
         if self.history:
-            plot_curves(self.history, out / "curves.png")
+            plot_curves(self.history, out / "curves.png", run=self.rundir.path.name, model=self.cfg.model)
         conv1 = next(v for v in self.model.state_dict().values() if v.ndim == 4)  # grouped, also when split
         plot_conv1(conv1, out / "conv1.png", towers=getattr(self.model, "towers", 1))
         self.log.kernels(conv1, self.epoch)
