@@ -25,6 +25,7 @@ from alexnet.experiments import ablations, fig1, fig3, fig4, lab
 from alexnet.experiments.common import compare
 from alexnet.experiments.fig1 import markdown as fig1_markdown
 from alexnet.experiments.fig1 import summarize as fig1_summarize
+from alexnet.experiments.fig4 import first_failure
 from alexnet.models import create_model
 from alexnet.models.layers import WithinMapNorm
 from alexnet.checkpoint import find_checkpoint, save_checkpoint
@@ -316,9 +317,13 @@ def test_fig4_neighbours_and_the_cached_index(ablation_report, tmp_path):
     cache = run / "embeddings-fc7.pt"
     stamp = cache.stat().st_mtime_ns
     assert (tmp_path / "fig4" / "fig4.png").stat().st_size > 10_000
-    # the share of same-class neighbours, recomputed from the listed neighbours
-    same = [sum(n["label"] == im["label"] for n in im["neighbours"]) / 3 for im in out["images"]]
+    # the share of same-class neighbours, recomputed from the listed neighbours of the evenly spaced images
+    spaced = [im for im in out["images"] if im["chosen"] == "evenly spaced"]
+    same = [sum(n["label"] == im["label"] for n in im["neighbours"]) / 3 for im in spaced]
     assert out["neighbour_same_class"] == pytest.approx(sum(same) / len(same))
+    if out["failure"] is not None:  # shown only when every evenly spaced image is right, as the last row
+        assert all(im["correct"] for im in spaced) and not out["images"][-1]["correct"]
+        assert out["images"][-1]["test_index"] == out["failure"]
     test = build_source(DATA).split("test")
     for im in out["images"]:  # the listed top-5 are ranked and about the image it names
         assert im["label"] == int(test.targets[im["test_index"]])
@@ -337,6 +342,23 @@ def test_fig4_neighbours_and_the_cached_index(ablation_report, tmp_path):
         # zero up to float rounding (batch 1 here, batches of 64 in the index), far below any other image
         assert nearest.distance < 1e-3 * vector.norm() and nearest.distance < 0.01 * second.distance
         assert torch.equal(train[nearest.index][0], image)
+
+
+class _Told:
+    """A stand-in explainer whose top-1 class for an image is the image's first pixel."""
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(images[:, 0, 0, 0].long(), 4).float()
+
+
+def test_fig4_failure_is_the_first_wrong_test_image():
+    def image(top1):
+        return torch.full((1, 2, 2), top1, dtype=torch.uint8)
+
+    # (image, label): right, undecodable, right, right | wrong (index 4: the second batch of 3), wrong
+    split = [(image(0), 0), (None, 1), (image(2), 2), (image(3), 3), (image(1), 0), (image(0), 3)]
+    assert first_failure(_Told(), split, batch_size=3) == 4
+    assert first_failure(_Told(), split[:4], batch_size=3) is None
 
 
 # ----------------------------------------------------------------------------- lab

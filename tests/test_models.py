@@ -101,6 +101,34 @@ def test_alexnet2012_layer_shapes_match_the_paper_table():
     assert s.total_params == 60_965_224
 
 
+def test_224_input_sizes_fc6_from_the_pooled_map():
+    """img_size=224, as reimplementations that crop 224 without padding: conv1 gives (224 - 11) // 4 + 1 = 54
+    maps, the pools 26, 12 and 5, so fc6 reads 256 x 5 x 5 = 6,400 values; a towerless net of that layout,
+    its shapes written out here, loads strictly. 227 stays the default."""
+    with torch.device("meta"):
+        assert create_model("alexnet2012").input_size == (3, 227, 227)
+        m = create_model("alexnet2012", img_size=224, towers=1)
+    assert m.input_size == (3, 224, 224) and m.classifier.fc6.in_features == 6400
+    assert n_params(m) == 62_378_344 - (9216 - 6400) * 4096
+    shapes = {"conv1": (96, 3, 11, 11), "conv2": (256, 96, 5, 5), "conv3": (384, 256, 3, 3),
+              "conv4": (384, 384, 3, 3), "conv5": (256, 384, 3, 3), "fc6": (4096, 6400), "fc7": (4096, 4096),
+              "fc8": (1000, 4096)}
+    state = {}
+    for name, shape in shapes.items():
+        part = "features" if name.startswith("conv") else "classifier"
+        state[f"{part}.{name}.weight"] = torch.empty(shape)
+        state[f"{part}.{name}.bias"] = torch.empty(shape[0])
+    m.load_state_dict(state, assign=True)  # strict: every key and shape
+    with torch.device("meta"):
+        assert m.features.to("meta")(torch.empty(1, 3, 224, 224)).shape == (1, 256, 5, 5)
+    with pytest.raises(ValueError, match=r"\(N, 3, 224, 224\)"):
+        m(torch.rand(1, 3, 227, 227))
+    for bad in ({"img_size": 60}, {"kernels": "64,192,384,256"}, {"kernels": "63,192,384,256,256"},
+                {"kernels": "64,192,384,256,256", "width": 0.5}):
+        with pytest.raises(ModelError):
+            create_model("alexnet2012", **bad)
+
+
 def test_multiply_adds_by_hand():
     owt = summarize(create_model("alexnet-owt"))
     by_hand = (55 * 55 * 64 * 3 * 121 + 27 * 27 * 192 * 64 * 25 + 13 * 13 * 384 * 192 * 9

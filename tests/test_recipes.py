@@ -30,24 +30,18 @@ PUBLISHED = {
               "schedule": "step", "step_size": round(100_000 * 256 / 1_281_167),
               "epochs": round(450_000 * 256 / 1_281_167), "bias_lr_mult": 2.0, "bias_decay_mult": 0.0,
               "normalize": "paper", "mean_crop": "same", "lighting": "none", "tta": "center"},
-    # cuda-convnet2 layer-params files: epsW 0.01, epsB 0.02, momW 0.9, wc 0.0005 (biases none);
-    # convdata.py: --mini 128, color_noise 0.1 with sqrt eigenvalues, the mean's centre crop; multiview test
-    "cuda-convnet2": {"batch_size": 128, "lr": 0.01, "bias_lr_mult": 0.02 / 0.01, "momentum": 0.9,
-                      "weight_decay": 0.0005, "bias_decay_mult": 0.0, "lighting_std": 0.1,
-                      "lighting_form": "cuda-convnet2", "mean_crop": "center", "tta": "10crop"},
     # torchvision references/classification (README, AlexNet): --lr 1e-2, 90 epochs, step 30 x0.1,
     # weight decay 1e-4, batch 32 x 8 GPUs
     "torchvision": {"batch_size": 256, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "step_size": 30,
                     "lr_factor": 0.1, "epochs": 90, "crop": "random-resized", "normalize": "imagenet"},
 }
 # Caffe's src/caffe/layers/dropout_layer.cpp scales the kept units by 1 / (1 - p) in training and copies
-# in testing (inverted); cuda-convnet2 and the paper (section 4.2) drop without rescaling and halve at
-# test time; torchvision's AlexNet uses nn.Dropout (inverted).
+# in testing (inverted); the paper (section 4.2) drops without rescaling and halves at test time;
+# torchvision's AlexNet uses nn.Dropout (inverted). (cuda-convnet2's two recipes, cell by cell against its
+# files: tests/test_cuda_convnet2.py.)
 MODEL_OPTIONS = {"paper": {"dropout_form": "paper"},
                  "caffe": {"init": "caffe", "lrn_mode": "caffe", "lrn_per_tower": False,
                            "dropout_form": "inverted"},
-                 "cuda-convnet2": {"lrn_mode": "cuda-convnet", "lrn_order": "cuda-convnet2",
-                                   "dropout_form": "paper"},
                  "torchvision": {"dropout_form": "inverted"}}
 
 

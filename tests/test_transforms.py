@@ -123,7 +123,7 @@ def test_random_resized_crop_of_the_whole_image_is_the_image():
     boxes = random_boxes(4, 16, g, scale=(1.0, 1.0), ratio=(1.0, 1.0))
     assert boxes.tolist() == [[0, 0, 16, 16]] * 4
     flip = torch.tensor([False, True, False, True])
-    out = resized_crops(imgs, 16, flip, g, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    out = resized_crops(imgs, 16, flip, boxes)
     ref = torch.stack([im.flip(-1) if f else im for im, f in zip(imgs, flip)]).float()
     torch.testing.assert_close(out, ref, atol=1e-3, rtol=0)
 

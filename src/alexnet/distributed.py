@@ -34,6 +34,14 @@ class Dist:
             return flag
         return bool(self.all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
+    def all_gather_object(self, obj) -> list:
+        """Every rank's ``obj``, in rank order."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        tdist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.world > 1:
             tdist.barrier()
@@ -57,7 +65,18 @@ def compute_init(device_name: str = "auto") -> tuple[Dist, torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun's agent keeps one store for all the restarts of a group (--max-restarts), and a
+        # restarted group would read the addresses the group before it published (pytorch/pytorch#167288):
+        # each attempt keeps its keys under its own prefix
+        store = tdist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                               is_master=False)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        tdist.init_process_group(backend, store=tdist.PrefixStore(f"alexnet/attempt-{attempt}", store),
+                                 rank=rank, world_size=world)
+    else:
+        tdist.init_process_group(backend)
     return Dist(rank, world, local_rank, launched=True), device
 
 

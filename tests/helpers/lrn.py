@@ -7,7 +7,7 @@ import torch
 
 # (n, alpha as printed, beta, k, alpha divided by n?), written out independently of LRN_MODES:
 # - paper: section 3.3 of Krizhevsky et al. 2012, alpha multiplies the plain window sum;
-# - cuda-convnet: cuda-convnet2's layers/layer-params-223-ce2-1gpu.cfg ([rnorm1] scale=0.0001,
+# - cuda-convnet: cuda-convnet2's layers/layer-params-imagenet-2gpu-model.cfg ([rnorm1a] scale=0.0001,
 #   pow=0.75, minDiv=2), whose layer.py divides scale by the size;
 # - caffe: Caffe's models/bvlc_alexnet/train_val.prototxt (local_size 5, alpha 0.0001, beta 0.75,
 #   k left at its default 1), which lrn_layer.cpp divides by local_size.

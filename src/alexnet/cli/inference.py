@@ -59,17 +59,23 @@ def _evaluate(args) -> int:
                          workers=args.workers, device=args.device, amp=args.amp,
                          channels_last=args.channels_last, compile_frozen=args.compile_frozen,
                          model_name=args.model)
+    if args.format == "csv":  # the rows stay a plain table; which weights, and why, go beside them
+        for name, why in ev.weights.items():
+            print(f"alexnet: {printable(name)}: {why}", file=sys.stderr)
     print(format_results(ev.results, ev.class_names, fmt=args.format, split=ev.split, tta=ev.tta,
-                         data=ev.data, paper=args.paper))
+                         data=ev.data, paper=args.paper, weights=ev.weights))
     return 0
 
 
-def format_results(results, class_names, *, fmt: str, split: str, tta: str, data: str, paper: bool) -> str:
-    """``alexnet evaluate``'s output: a table with per-class accuracy, JSON or CSV."""
+def format_results(results, class_names, *, fmt: str, split: str, tta: str, data: str, paper: bool,
+                   weights: dict[str, str] | None = None) -> str:
+    """``alexnet evaluate``'s output: a table with per-class accuracy, JSON or CSV. ``weights``: which
+    checkpoint of each run directory was evaluated, and why (in the table and the JSON)."""
     rows = [r.to_dict() for r in results]
     k = rows[0]["topk"]
+    weights = weights or {}
     if fmt == "json":
-        out = {"data": data, "split": split, "tta": tta, "results": rows,
+        out = {"data": data, "split": split, "tta": tta, "results": rows, "weights": weights,
                "per_class_accuracy": {r.name: dict(zip(class_names, r.per_class_accuracy)) for r in results}}
         if paper:
             out["paper"] = [{"name": n, "top1_error": a / 100, "top5_error": b / 100} for n, a,
@@ -88,7 +94,8 @@ def format_results(results, class_names, *, fmt: str, split: str, tta: str, data
                 w.writerow([n, "", f"{1 - a / 100:.6f}", f"{a / 100:.6f}", f"{1 - b / 100:.6f}",
                             f"{b / 100:.6f}", ""])
         return buf.getvalue().rstrip("\n")
-    lines = [f"{data}, {split} split, {rows[0]['count']} images, test views: {tta}", ""]
+    lines = [f"{data}, {split} split, {rows[0]['count']} images, test views: {tta}"]
+    lines += [f"weights of {printable(name)}: {why}" for name, why in weights.items()] + [""]
     body = [[r["name"] if len(r["name"]) <= 40 else "..." + r["name"][-37:],
              *(f"{100 * r[key]:.2f}%" for key in ("top1_error", "top5_error", "top1_accuracy",
                                                   "top5_accuracy"))]
@@ -170,6 +177,8 @@ def _export(args) -> int:
     fmt = output_format(args.output, args.format)  # before the (slow) load
     check_target(args.output)
     loaded = load_trained(args.source, model_name=args.model)
+    if loaded.weights:
+        print(f"alexnet: {printable(loaded.name)}: {loaded.weights}", file=sys.stderr)
     out = export(loaded, fmt, args.output, opset=args.opset, check=not args.no_check)
     runner = {"onnx": "onnxruntime", "pt2": "torch.export.load", "safetensors": "reloaded"}[fmt]
     replaced = ", replacing the file that was there" if out["replaced"] else ""

@@ -1,9 +1,15 @@
 """Batches for one epoch, in an order that depends on (seed, epoch) alone.
 
 Because the order is a pure function of the seed and the epoch, a run resumed at batch ``k`` of an
-epoch sees exactly the batches an uninterrupted run would have seen. With ``world > 1`` each rank
-takes every ``world``-th index of the same permutation (padded by wrapping around in training, as
-``DistributedSampler`` does, so all ranks run the same number of steps).
+epoch sees exactly the batches an uninterrupted run would have seen.
+
+Training (:func:`train_steps`) splits the same global batches over any number of processes: step ``k``
+is images ``k * B .. (k + 1) * B`` of the epoch's permutation whatever the world size, each of its
+``accum_steps`` micro-batches is cut into ``world`` contiguous parts, and rank ``r`` takes part ``r`` of
+each. Every image keeps its position in its step (:class:`StepPlan`), so augmentation and dropout can be
+drawn for the whole global batch and each process uses its rows: 1, 2 or 4 processes see the same
+samples with the same random draws in every step. Evaluation (:func:`batch_indices` with ``world > 1``)
+gives each rank every ``world``-th image, each image once.
 """
 
 from __future__ import annotations
@@ -18,10 +24,43 @@ from .base import ImageSet, TensorImageSet, check_workers
 
 
 @dataclass
+class StepPlan:
+    """Where this process's images sit in their training step, over all processes.
+
+    ``rows``: each image's position in the step's global batch (ascending); ``total``: the images the
+    global batch planned; ``bounds``: the ``(start, end)`` positions of its micro-batches. One process
+    with one micro-batch has ``rows == arange(total)`` (:attr:`whole`).
+    """
+
+    rows: torch.Tensor
+    total: int
+    bounds: list[tuple[int, int]]
+
+    @property
+    def whole(self) -> bool:
+        return len(self.bounds) == 1 and len(self.rows) == self.total
+
+    def keep(self, kept: list[int]) -> "StepPlan":
+        """The plan of the images that could be decoded (``kept``: their indices in this batch)."""
+        return StepPlan(self.rows[kept], self.total, self.bounds) if len(kept) < len(self.rows) else self
+
+    def pieces(self) -> list[tuple[int, int, torch.Tensor, int]]:
+        """Each micro-batch's ``(first, end)`` slice of this process's images, their positions in that
+        micro-batch, and its planned size over all processes."""
+        out = []
+        for start, end in self.bounds:
+            a = int(torch.searchsorted(self.rows, start))
+            b = int(torch.searchsorted(self.rows, end))
+            out.append((a, b, self.rows[a:b] - start, end - start))
+        return out
+
+
+@dataclass
 class Batch:
     images: torch.Tensor  # uint8 (B, C, S, S)
     labels: torch.Tensor  # int64 (B,)
     skipped: list[str] = field(default_factory=list)  # files that could not be decoded
+    plan: StepPlan | None = None  # a training step's place over all processes (train_steps)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -38,20 +77,46 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor
 
 def batch_indices(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
                   rank: int = 0, world: int = 1, drop_last: bool = False) -> list[torch.Tensor]:
-    """The index batches of one epoch for this rank."""
-    order = epoch_order(n, shuffle=shuffle, seed=seed, epoch=epoch)
-    if world > 1:
-        if shuffle:  # pad so every rank gets the same number of samples
-            per_rank = -(-n // world)
-            order = torch.cat([order, order[: per_rank * world - n]]) if per_rank * world > n else order
-        order = order[rank::world]
+    """The index batches of one epoch for this rank: every ``world``-th image of the epoch's order, each
+    image once (evaluation; training uses :func:`train_steps`)."""
+    order = epoch_order(n, shuffle=shuffle, seed=seed, epoch=epoch)[rank::world]
     batches = list(torch.split(order, batch_size))
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
     return batches
 
 
-def _collate(items) -> Batch:
+def whole_step(n: int, accum_steps: int = 1) -> StepPlan:
+    """The plan of a step that is one process's whole batch of ``n`` images."""
+    sizes = [len(m) for m in torch.tensor_split(torch.arange(n), accum_steps)]
+    ends = torch.tensor(sizes).cumsum(0).tolist()
+    return StepPlan(torch.arange(n), n, [(e - s, e) for s, e in zip(sizes, ends)])
+
+
+def train_steps(n: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                accum_steps: int = 1) -> list[tuple[torch.Tensor, StepPlan]]:
+    """The training steps of one epoch for this rank: its dataset indices and their :class:`StepPlan`.
+
+    ``batch_size`` is the global batch (over all processes). The last step holds what is left; its
+    micro-batches and parts are as even as :func:`torch.tensor_split` makes them (a part may be empty
+    when fewer images than processes are left).
+    """
+    order = epoch_order(n, shuffle=True, seed=seed, epoch=epoch)
+    steps = []
+    for step in torch.split(order, batch_size):
+        m = len(step)
+        parts, bounds, start = [], [], 0
+        for micro in torch.tensor_split(torch.arange(m), accum_steps):
+            parts.append(torch.tensor_split(micro, world)[rank])
+            bounds.append((start, start + len(micro)))
+            start += len(micro)
+        rows = torch.cat(parts)
+        steps.append((step[rows], StepPlan(rows, m, bounds)))
+    return steps
+
+
+def _collate(items) -> tuple[Batch, list[int]]:
+    """The batch of the images that could be decoded, and their indices in ``items``."""
     ok = [(img, y) for img, y, _ in items if img is not None]
     skipped = [where for img, _, where in items if img is None]
     if ok:
@@ -59,7 +124,7 @@ def _collate(items) -> Batch:
         labels = torch.tensor([y for _, y in ok], dtype=torch.int64)
     else:
         images, labels = torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
-    return Batch(images, labels, skipped)
+    return Batch(images, labels, skipped), [i for i, (img, _, _) in enumerate(items) if img is not None]
 
 
 class _Described(torch.utils.data.Dataset):
@@ -82,22 +147,28 @@ def _worker_init(_):
 
 
 class EpochLoader:
-    """Iterate the batches of one epoch of ``dataset``, starting at batch ``start``."""
+    """Iterate the batches of one epoch of ``dataset``, starting at batch ``start``.
 
-    def __init__(self, dataset: ImageSet, batches: list[torch.Tensor], *, start: int = 0,
+    ``batches``: index tensors (:func:`batch_indices`), or ``(indices, StepPlan)`` pairs
+    (:func:`train_steps`), whose plans the batches carry."""
+
+    def __init__(self, dataset: ImageSet, batches: list, *, start: int = 0,
                  workers: int = 0, pin_memory: bool = False):
-        self.dataset, self.batches, self.start = dataset, batches, start
+        self.dataset, self.start = dataset, start
+        planned = bool(batches) and isinstance(batches[0], tuple)
+        self.batches = [b for b, _ in batches] if planned else list(batches)
+        self.plans = [p for _, p in batches] if planned else [None] * len(batches)
         self.workers, self.pin_memory = check_workers(workers), pin_memory
 
     def __len__(self) -> int:
         return len(self.batches) - self.start
 
     def __iter__(self) -> Iterator[Batch]:
-        todo = self.batches[self.start:]
+        todo, plans = self.batches[self.start:], self.plans[self.start:]
         if isinstance(self.dataset, TensorImageSet):
-            for idx in todo:
+            for idx, plan in zip(todo, plans):
                 images, labels = self.dataset.get_batch(idx)
-                yield Batch(images, labels)
+                yield Batch(images, labels, plan=plan)
             return
         if not todo:
             return
@@ -106,4 +177,6 @@ class EpochLoader:
             num_workers=self.workers, collate_fn=_collate, pin_memory=self.pin_memory,
             worker_init_fn=_worker_init if self.workers else None,
             prefetch_factor=4 if self.workers else None, persistent_workers=False)
-        yield from loader
+        for (batch, kept), plan in zip(loader, plans):  # a DataLoader keeps the order of its batches
+            batch.plan = None if plan is None else plan.keep(kept)
+            yield batch

@@ -26,6 +26,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Iterable, Iterator
 
 import torch
@@ -76,7 +77,7 @@ class Prefetcher:
         try:
             for batch in it:
                 if self.cuda:  # an asynchronous copy needs page-locked memory
-                    batch = Batch(_pinned(batch.images), _pinned(batch.labels), batch.skipped)
+                    batch = replace(batch, images=_pinned(batch.images), labels=_pinned(batch.labels))
                 if not _put(q, batch, stop) or stop.is_set():  # told to stop: read no further batch
                     return
             _put(q, _END, stop)
@@ -124,7 +125,8 @@ class Prefetcher:
         try:
             if not self.cuda:
                 while (batch := self._next(q)) is not None:
-                    yield Batch(batch.images.to(self.device), batch.labels.to(self.device), batch.skipped)
+                    yield replace(batch, images=batch.images.to(self.device),
+                                  labels=batch.labels.to(self.device))
                 return
             stream = torch.cuda.Stream(self.device)
             ahead = self._copy(self._next(q), stream)
@@ -147,7 +149,7 @@ class Prefetcher:
             labels = batch.labels.to(self.device, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(stream)
-        return Batch(images, labels, batch.skipped), ready
+        return replace(batch, images=images, labels=labels), ready
 
 
 def _pinned(t: torch.Tensor) -> torch.Tensor:

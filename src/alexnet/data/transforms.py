@@ -173,11 +173,11 @@ def random_boxes(n: int, size: int, generator, scale=(0.08, 1.0), ratio=(3 / 4, 
     return torch.stack([top, left, h, w], 1)
 
 
-def resized_crops(images: torch.Tensor, size: int, flip: torch.Tensor, generator,
-                  scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """Random-resized crops of a uint8 (B, C, S, S) batch, bilinear, as one ``grid_sample``."""
+def resized_crops(images: torch.Tensor, size: int, flip: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Crops of a uint8 (B, C, S, S) batch in ``boxes`` (:func:`random_boxes`) resized to ``size``,
+    bilinear, as one ``grid_sample``."""
     b, _, s, _ = images.shape
-    top, left, h, w = random_boxes(b, s, generator, scale, ratio).T.float()
+    top, left, h, w = boxes.T.float()
     theta = torch.zeros(b, 2, 3)
     # output [-1, 1] -> the box, in the input's [-1, 1] coordinates (align_corners=False)
     theta[:, 0, 0] = torch.where(flip, -1.0, 1.0) * w / s  # a mirror flips the x axis
@@ -292,7 +292,11 @@ class Preset:
             x -= mean
         return x.div_(std)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
+                 rows: torch.Tensor | None = None, total: int | None = None) -> torch.Tensor:
+        """The model input of ``images``. In training, the random draws are made for a batch of ``total``
+        images (default: this batch) and image ``i`` takes draw ``rows[i]``: processes that share a
+        global batch draw it whole and each uses its own rows (:class:`~alexnet.data.loader.StepPlan`)."""
         if images.dtype != torch.uint8:
             raise TypeError(f"expected a uint8 batch, got {images.dtype}")
         b, device = images.shape[0], images.device
@@ -309,13 +313,19 @@ class Preset:
 
         # Random numbers are drawn on the CPU from one generator: the same seed gives the same
         # augmentation on every device.
+        n = b if total is None else total
         span = self.base_size + 2 * self.pad - self.crop + 1
-        top = torch.randint(0, span, (b,), generator=generator)
-        left = torch.randint(0, span, (b,), generator=generator)
-        flip = torch.rand(b, generator=generator) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
-        alpha = torch.randn(b, 3, generator=generator) * self.lighting.std if self.lighting else None
+        top = torch.randint(0, span, (n,), generator=generator)
+        left = torch.randint(0, span, (n,), generator=generator)
+        flip = torch.rand(n, generator=generator) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
+        alpha = torch.randn(n, 3, generator=generator) * self.lighting.std if self.lighting else None
+        boxes = random_boxes(n, self.base_size, generator) if self.resized else None
+        if rows is not None:
+            top, left, flip = top[rows], left[rows], flip[rows]
+            alpha = None if alpha is None else alpha[rows]
+            boxes = None if boxes is None else boxes[rows]
         if self.resized:
-            x = self._normalize(resized_crops(images, self.crop, flip, generator), None, None, None, device)
+            x = self._normalize(resized_crops(images, self.crop, flip, boxes), None, None, None, device)
         else:
             src = F.pad(images, (self.pad,) * 4) if self.pad else images
             x = self._normalize(crop_batch(src, top, left, self.crop, flip), top, left, flip, device)

@@ -27,13 +27,13 @@ from tqdm import tqdm
 from ..data import build_source, parse_spec
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text
-from ..training.config import TrainConfig, resolve_config
+from ..training.config import FIELDS, TrainConfig, resolve_config
 from ..training.launch import train, train_resolved
 from ..training.trainer import Callback
 
-# Options that only say where or how verbosely a run is written: a finished run is reused whatever
-# they were.
-BOOKKEEPING = ("out", "name", "quiet", "workers", "save_every")
+# Options that only say where or how verbosely a run is written, or what it reports about itself: a
+# finished run is reused whatever they were.
+BOOKKEEPING = ("out", "name", "quiet", "workers", "save_every", "doctor", "doctor_steps")
 ALPHA = 0.05  # a difference over seeds is called real when its t-test gives p < ALPHA
 
 
@@ -221,7 +221,9 @@ class Report:
         epochs = want["epochs"]
         recorded = _recorded_config(path)
         if recorded is not None:
-            differs = sorted(k for k in want if k not in BOOKKEEPING and recorded.get(k) != want[k])
+            # an option newer than the run was not recorded: the run had its default
+            differs = sorted(k for k in want if k not in BOOKKEEPING
+                             and recorded.get(k, FIELDS[k].default) != want[k])
             if differs:
                 detail = ", ".join(f"{k} {recorded.get(k)!r} != {want[k]!r}" for k in differs[:3])
                 raise UserError(

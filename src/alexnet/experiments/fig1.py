@@ -149,7 +149,8 @@ def fig1(
                 "settings": common,
             }
         )
-        plot_fig1(runs, chosen, threshold, report.path / "fig1.png", title=f"{model} on {data}")
+        title = f"{model} on {data}: {seeds} seeds, {epochs} epochs"
+        plot_fig1(runs, chosen, threshold, report.path / "fig1.png", title=title)
         path = report.finish(markdown(numbers), numbers)
     except BaseException:
         report.abort()

@@ -99,7 +99,8 @@ def markdown(n: dict) -> str:
     lines = [
         f"# Figure 3: conv1 kernels of {n['source']}",
         "",
-        f"{o} kernels of {kh}x{kw}x{c}, each scaled to its own range; "
+        f"{o} kernels of {kh}x{kw}x{c} on one signed scale shared by every kernel: grey is a weight of 0, "
+        "white and black the largest absolute weight, positive and negative (per channel for RGB); "
         + ("one panel per tower." if n["towers"] == 2 else "one tower."),
         "",
         "![conv1](conv1.png)",

@@ -4,7 +4,8 @@ space (Euclidean distance, section 6.1), as one PNG grid.
 Everything comes from :mod:`alexnet.inference.analysis` (the module ``alexnet predict`` and ``alexnet serve``
 use): :class:`~alexnet.inference.analysis.Explainer` for the top-5 and the fc7 vector of each test image,
 :func:`~alexnet.inference.analysis.train_index` for the training split's fc7 index, built once per checkpoint
-and cached in the run folder (``embeddings-fc7.pt``). The report also counts how often a neighbour
+and cached in the run folder (``embeddings-fc7.pt``). When every evenly spaced test image is right, one
+row more shows the first test image the model gets wrong. The report also counts how often a neighbour
 has the query's class, against what classes drawn at random would give.
 """
 
@@ -33,6 +34,20 @@ def pick_images(n_total: int, n: int) -> list[int]:
     split sorted or stratified by class)."""
     n = min(n, n_total)
     return torch.linspace(0, n_total - 1, n).round().long().unique().tolist()
+
+
+def first_failure(explainer: Explainer, split, batch_size: int = 256) -> int | None:
+    """The index of the first image of ``split`` whose top-1 class (centre crop) is wrong; None when the
+    model gets every image right."""
+    for start in range(0, len(split), batch_size):
+        items = [(i, *split[i]) for i in range(start, min(start + batch_size, len(split)))]
+        items = [(i, image, label) for i, image, label in items if image is not None]
+        if items:
+            top1 = explainer.predict(torch.stack([image for _, image, _ in items])).argmax(1)
+            wrong = [i for (i, _, label), t in zip(items, top1.tolist()) if t != label]
+            if wrong:
+                return wrong[0]
+    return None
 
 
 def fig4(
@@ -78,13 +93,10 @@ def fig4(
         report.progress.note("fc7 index")
         index = train_index(explainer, source.split("train"), find_checkpoint(run), cache_dir=run)
         test, train = source.split("test"), source.split("train")
-        items = []
-        for i in pick_images(len(test), images):
-            image, label = test[i]
-            if image is None:
-                continue
-            ex = explainer.explain(image, k=min(5, len(loaded.classes)), maps=False, cam=False)
-            found = index.search(ex.embedding, neighbours)
+        k = min(5, len(loaded.classes))
+
+        def row(i: int, image: torch.Tensor, label: int) -> dict:
+            ex = explainer.explain(image, k=k, maps=False, cam=False)
             nbs = [
                 {
                     "train_index": nb.index,
@@ -93,24 +105,31 @@ def fig4(
                     "distance": nb.distance,
                     "image": train[nb.index][0],
                 }
-                for nb in found
+                for nb in index.search(ex.embedding, neighbours)
             ]
-            items.append(
-                {
-                    "test_index": i,
-                    "label": label,
-                    "true_name": loaded.class_names[label],
-                    "image": explainer.crop(image),
-                    "top": ex.top,
-                    "neighbours": nbs,
-                }
-            )
+            return {
+                "test_index": i,
+                "label": label,
+                "true_name": loaded.class_names[label],
+                "image": explainer.crop(image),
+                "top": ex.top,
+                "neighbours": nbs,
+            }
+
+        items = [row(i, *test[i]) for i in pick_images(len(test), images) if test[i][0] is not None]
+        failure = None
+        if all(it["top"][0]["index"] == it["label"] for it in items):
+            # every evenly spaced image is right: one row more, the first test image the model gets wrong
+            report.progress.note("a failure")
+            failure = first_failure(explainer, test)
+            if failure is not None:
+                items.append(row(failure, *test[failure]))
         plot_fig4(
             items,
             report.path / "fig4.png",
             title=f"{loaded.name}: top-5 and nearest training images in fc7 space",
         )
-        numbers = summarize(items, index.labels, len(loaded.classes))
+        numbers = summarize(items, index.labels, len(loaded.classes), failure)
         numbers.update(
             {
                 "experiment": "fig4",
@@ -127,12 +146,16 @@ def fig4(
     return {**numbers, "report": str(path)}
 
 
-def summarize(items: list[dict], train_labels: torch.Tensor, num_classes: int) -> dict:
+def summarize(items: list[dict], train_labels: torch.Tensor, num_classes: int,
+              failure: int | None = None) -> dict:
+    """The rows' numbers; the share of same-class neighbours over the evenly spaced images only (the
+    ``failure`` row, chosen for being wrong, would bias it)."""
     freq = torch.bincount(train_labels, minlength=num_classes).double() / len(train_labels)
+    sample = [it for it in items if it["test_index"] != failure]
     same = [
-        sum(nb["label"] == it["label"] for nb in it["neighbours"]) / len(it["neighbours"]) for it in items
+        sum(nb["label"] == it["label"] for nb in it["neighbours"]) / len(it["neighbours"]) for it in sample
     ]
-    chance = [float(freq[it["label"]]) for it in items]
+    chance = [float(freq[it["label"]]) for it in sample]
     return {
         "images": [
             {
@@ -140,10 +163,12 @@ def summarize(items: list[dict], train_labels: torch.Tensor, num_classes: int) -
                 "label": it["label"],
                 "top": it["top"],
                 "correct": it["top"][0]["index"] == it["label"],
+                "chosen": "first failure" if it["test_index"] == failure else "evenly spaced",
                 "neighbours": [{k: v for k, v in nb.items() if k != "image"} for nb in it["neighbours"]],
             }
             for it in items
         ],
+        "failure": failure,
         "neighbour_same_class": sum(same) / len(same),
         "chance_same_class": sum(chance) / len(chance),
     }
@@ -153,10 +178,11 @@ def markdown(n: dict) -> str:
     lines = [
         f"# Figure 4: predictions and fc7 neighbours ({n['run']})",
         "",
-        "Each row: a test image (centre crop); its top-5 classes (green, marked *, when the true class "
-        "is among them); the training images nearest in fc7 space by Euclidean distance, nearest first "
-        "(red caption: another class). The fc7 index holds "
-        f"{n['index_images']} training images ({n['fc7_dim']}-d vectors), built once and cached in the "
+        "Each row: a test image (centre crop; a red frame when its top-1 class is wrong); its top-5 "
+        "classes with their probabilities (green, marked *, when the true class is among them); the "
+        "training images nearest in fc7 space by Euclidean distance, nearest first (red caption: another "
+        f"class). The fc7 index holds {n['index_images']} training images ({n['fc7_dim']}-d vectors), "
+        "built once and cached in the "
         "run folder.",
         "",
         "![fig4](fig4.png)",
@@ -164,7 +190,7 @@ def markdown(n: dict) -> str:
     ]
     rows = [
         [
-            im["test_index"],
+            f"{im['test_index']}" + (" (first failure)" if im["test_index"] == n["failure"] else ""),
             _top1(im),
             "yes" if im["correct"] else "no",
             ", ".join(f"{nb['name']} ({nb['distance']:.1f})" for nb in im["neighbours"]),
@@ -172,10 +198,19 @@ def markdown(n: dict) -> str:
         for im in n["images"]
     ]
     lines += [md_table(["test image", "top-1 (p)", "correct", "neighbours (distance)"], rows), ""]
-    lines.append(
-        f"Neighbours of the query's class: {100 * n['neighbour_same_class']:.1f}% (classes drawn at "
-        f"the training split's frequencies: {100 * n['chance_same_class']:.1f}%)."
-    )
+    wrong = [im for im in n["images"] if not im["correct"]]
+    if n["failure"] is not None:
+        lines.append(
+            f"Every evenly spaced image is classified correctly, so the last row (red frame) is the first "
+            f"test image the model gets wrong, test image {n['failure']}, beside the successes."
+        )
+    elif not wrong:
+        lines.append("The model classifies every test image correctly: there is no failure to show.")
+    lines += [
+        "",
+        f"Neighbours of the query's class: {100 * n['neighbour_same_class']:.1f}% over the evenly spaced "
+        f"images (classes drawn at the training split's frequencies: {100 * n['chance_same_class']:.1f}%).",
+    ]
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -15,9 +15,10 @@ from ..data.loader import EpochLoader, batch_indices
 from ..data.transforms import Preset
 from ..errors import UserError
 from ..evaluation import EvalResult, Member, evaluate, probabilities
+from ..files import printable
 from ..runtime import amp_warning, pick_device, prepare_model
 from .analysis import top_classes
-from .load import Loaded, load_trained, split_for
+from .load import Loaded, load_trained, recorded_data, split_for
 
 # Published top-1 / top-5 error in %: the paper's Table 1 (ILSVRC-2010 test) and Table 2 (ILSVRC-2012
 # val); Caffe's models/bvlc_alexnet/readme.md; torchvision's AlexNet_Weights.IMAGENET1K_V1
@@ -40,6 +41,7 @@ class Evaluation:
     data: str  # the dataset's name
     split: str  # the split evaluated (test falls back to val)
     tta: str
+    weights: dict[str, str] = field(default_factory=dict)  # each run directory: which checkpoint, and why
 
 
 def members(loaded: list[Loaded], device: torch.device, *, amp: str = "off", channels_last: bool = False,
@@ -63,13 +65,15 @@ def evaluate_models(paths: list[str], data: str | None = None, *, split: str = "
                     model_name: str | None = None) -> Evaluation:
     """Top-1 / top-5 accuracy of each run, checkpoint or weights file in ``paths`` on ``split`` of
     ``data`` (default: the dataset the first was trained on) and, with several, of their average
-    softmax (the paper's ensembles)."""
+    softmax (the paper's ensembles). Of a run directory, the checkpoint its split may report
+    (:func:`~alexnet.inference.load.run_weights`): its last weights on val, which chose best.pt."""
     dev = pick_device(device)
-    loaded = [load_trained(p, model_name=model_name) for p in paths]
-    spec = data or loaded[0].data
+    spec = data or recorded_data(paths[0], model_name)
     if spec is None:
         raise UserError("--data is needed to evaluate a plain weights file")
     source = build_source(spec)
+    reported = source.eval_split_name(split)
+    loaded = [load_trained(p, model_name=model_name, split=reported) for p in paths]
     for item in loaded:
         if len(item.classes) != source.num_classes or (item.data and item.classes != source.classes):
             raise UserError(f"{item.name} was trained on {len(item.classes)} classes that do not match "
@@ -83,7 +87,8 @@ def evaluate_models(paths: list[str], data: str | None = None, *, split: str = "
     models = members(loaded, dev, amp=amp, channels_last=channels_last, tta=tta,
                      compile_frozen=compile_frozen)
     results = evaluate(models, EpochLoader(images, batches, workers=workers), dev, source.num_classes)
-    return Evaluation(results, source.class_names, source.name, source.eval_split_name(split), tta)
+    return Evaluation(results, source.class_names, source.name, reported, tta,
+                      {item.name: item.weights for item in loaded if item.weights})
 
 
 def _warn_if_tiny(path, side: int) -> None:
@@ -106,6 +111,8 @@ def predict_files(path: str, images: list[str], *, top_k: int = 5, tta: str = "c
     ``{"image", "error"}``."""
     dev = pick_device(device)
     item = load_trained(path, model_name=model_name)
+    if item.weights:  # a run directory: which of its checkpoints classifies, and why
+        print(f"alexnet: {printable(item.name)}: {item.weights}", file=sys.stderr)
     member = members([item], dev, amp=amp, tta=tta, compile_frozen=compile_frozen)[0]
     channels = item.model.input_size[0]
     reader = Preset.from_dict(item.preset, train=False)

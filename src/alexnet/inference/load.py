@@ -1,9 +1,16 @@
 """Loading a trained model: a run directory, one of its checkpoints, or any weights file, with its
 classes and the preprocessing it was trained with; and the images of a dataset split as that model reads
-them."""
+them.
+
+A run directory holds two checkpoints; which one stands for the run follows the rule training reports
+by (:func:`alexnet.data.selection.reported_weights`): :func:`run_weights` picks it for the split the
+numbers will be measured on, or, given none, for the split the run itself reported. Evaluation,
+ensembles, prediction, export and features load run directories through it.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +18,7 @@ from ..checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from ..data.base import ImageSet
 from ..data.decode import ImageDecodeError
 from ..data.folder import FolderImageSet
+from ..data.selection import WeightsChoice, reported_weights
 from ..data.transforms import Normalization, Preset, PresetError, preset_from_spec
 from ..errors import UserError
 from ..models import create_model
@@ -27,23 +35,68 @@ class Loaded:
     data: str | None
     name: str
     options: dict = field(default_factory=dict)  # the model's options (create_model keywords)
+    weights: str = ""  # a run directory's: which checkpoint was loaded, and why (empty for a file given)
 
 
-def load_trained(path: str, *, model_name: str | None = None) -> Loaded:
+def _read_json(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def run_weights(run_dir: str | Path, split: str | None = None) -> tuple[Path, WeightsChoice]:
+    """The checkpoint that stands for run directory ``run_dir`` on ``split`` (the split that will be
+    reported, after a missing test split fell back to val; default: the split the run reported, from its
+    results.json), and why: :func:`alexnet.data.selection.reported_weights`. What shows a run's model
+    without naming a split (prediction, export, the explorer) takes this file by default."""
+    run_dir = Path(run_dir)
+    if split is None:
+        split = _read_json(run_dir / "results.json").get("test_split")
+        split = split if isinstance(split, str) else None
+    best, last = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt"
+    choice = reported_weights(split, has_best=best.is_file())
+    path = best if choice.which == "best" else last
+    if not path.is_file():
+        if best.is_file():
+            raise CheckpointError(f"{run_dir} has no checkpoints/last.pt, and its best.pt was chosen on "
+                                  f"{split}, the split reported; give {best} itself to use it anyway")
+        find_checkpoint(run_dir)  # neither: its one-line error
+    return path, choice
+
+
+def recorded_data(path: str | Path, model_name: str | None = None) -> str | None:
+    """The dataset a run directory, checkpoint or weights file records having been trained on (None: a
+    plain weights file says nothing)."""
+    p = Path(path)
+    if p.is_dir():
+        name = _read_json(p / "config.json").get("data", {})
+        if isinstance(name, dict) and isinstance(name.get("name"), str):
+            return name["name"]
+        return load_checkpoint(find_checkpoint(p)).get("data")
+    return load_trained(str(path), model_name=model_name).data
+
+
+def load_trained(path: str, *, model_name: str | None = None, split: str | None = None) -> Loaded:
     """A run directory, one of our checkpoints, or any weights file (torchvision's ``.pth``, an
     exported ``.safetensors``; see :func:`alexnet.models.weights.load_weights`), with its classes and
-    evaluation preset. ``model_name``, when given, must be the model the file holds."""
+    evaluation preset. ``model_name``, when given, must be the model the file holds. Of a run directory
+    the checkpoint :func:`run_weights` picks for ``split`` is loaded, and ``Loaded.weights`` says which
+    and why."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"no such run directory, checkpoint or weights file: {p}")
     if p.is_dir():
-        ckpt = load_checkpoint(find_checkpoint(p))
+        file, choice = run_weights(p, split)
+        ckpt = load_checkpoint(file)
         if model_name is not None and model_name != ckpt["model_name"]:
             raise CheckpointError(f"{p} holds {ckpt['model_name']} weights, not {model_name}")
         model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"], **ckpt["model_options"])
         load_pretrained(model, ckpt["model"], where=str(p))
         loaded = Loaded(model, ckpt["preset"], list(ckpt["classes"]), list(ckpt["class_names"]),
-                        ckpt.get("data"), f"{p}", dict(ckpt["model_options"]))
+                        ckpt.get("data"), f"{p}", dict(ckpt["model_options"]),
+                        f"{file.name} (epoch {ckpt['epoch']}): {choice.why}")
         return _check_fits(loaded)
     model = load_weights(p, model_name)
     cfg = model.pretrained_cfg

@@ -74,6 +74,12 @@ class TrainConfig:
     freeze: str = opt("none", "features: keep the convolutional trunk as loaded (with --pretrained) and "
                               "train only the fully connected layers; none: train everything", "model",
                       choices=("none", "features"))
+    doctor: str = opt("on", "the training doctor (docs/doctor.md): each layer's health every epoch in "
+                            "metrics.jsonl, and a warning when the loss sits at chance, activations explode "
+                            "or vanish, or a layer's ReLUs die; it never stops the run", "run",
+                      choices=("on", "off"))
+    doctor_steps: int = opt(200, "steps the training loss must sit at chance, ln(classes), before the doctor "
+                                 "says so", "run")
     tensorboard: bool = opt(False, "also write TensorBoard event files (scalars per epoch, conv1 kernels) to "
                                    "RUN/tensorboard (needs: pip install tensorboard)", "run")
     # data
@@ -117,8 +123,8 @@ class TrainConfig:
     bias_decay_mult: float = opt(None, "weight-decay multiplier of the biases (Caffe's decay_mult: 0)",
                                  "optim", kind=float)
     schedule: str = opt(None, "learning-rate schedule: plateau (divide by 10 when val error stalls), step, "
-                              "cosine, constant", "optim", kind=str,
-                        choices=("plateau", "step", "cosine", "constant"))
+                              "cosine, dexp (cuda-convnet2's fixed stages), constant", "optim", kind=str,
+                        choices=("plateau", "step", "cosine", "dexp", "constant"))
     warmup_epochs: int = opt(None, "linear learning-rate warm-up epochs (cosine schedule)", "optim", kind=int)
     patience: int = opt(None, "plateau: epochs without a better val error before the lr drops", "optim",
                         kind=int)
@@ -128,6 +134,12 @@ class TrainConfig:
                                    kind=float)
     lr_factor: float = opt(None, "plateau / step: multiply the lr by this at a drop", "optim", kind=float)
     step_size: int = opt(None, "step: drop the lr every this many epochs", "optim", kind=int)
+    dexp_factor: float = opt(None, "dexp: the weights' lr goes from lr to lr / this factor over the run "
+                                   "(cuda-convnet2's tgtFactor)", "optim", kind=float)
+    dexp_steps: int = opt(None, "dexp: in this many equal stages (cuda-convnet2's numSteps)", "optim",
+                          kind=int)
+    bias_dexp_factor: float = opt(None, "dexp: the biases' tgtFactor", "optim", kind=float)
+    bias_dexp_steps: int = opt(None, "dexp: the biases' numSteps", "optim", kind=int)
     accum_steps: int = opt(1, "split each batch into this many micro-batches (same result, less memory)",
                            "optim")
     # speed
@@ -165,6 +177,9 @@ class TrainConfig:
             _at_least(name, getattr(self, name), 0)
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
+        for name in ("dexp_factor", "bias_dexp_factor"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.bias_lr_mult <= 0:
             raise UserError(f"bias_lr_mult must be > 0, got {self.bias_lr_mult}")
         if not 0 <= self.momentum < 1:
@@ -199,9 +214,12 @@ FIELDS = {f.name: f for f in fields(TrainConfig)}
 # The least value of each integer option: checked on every config, and by its flag (as every command's
 # --workers, --batch-size: alexnet.cli.flags.bounded_int).
 MINIMUM = {"epochs": 1, "batch_size": 1, "accum_steps": 1, "patience": 1, "step_size": 1, "workers": 0,
-           "save_every": 0, "stats_images": 0, "pad": 0, "warmup_epochs": 0, "max_drops": 0, "seed": 0}
+           "save_every": 0, "stats_images": 0, "pad": 0, "warmup_epochs": 0, "max_drops": 0, "seed": 0,
+           "dexp_steps": 1, "bias_dexp_steps": 1, "doctor_steps": 1}
+DEXP_OPTIONS = ("dexp_factor", "dexp_steps", "bias_dexp_factor", "bias_dexp_steps")
 # What may change when a run is resumed: nothing that changes what was computed so far.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "quiet", "save_every", "compile", "cuda_graphs", "out")
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "quiet", "save_every", "compile", "cuda_graphs", "out",
+                     "doctor", "doctor_steps")
 
 
 # ----------------------------------------------------------------------------- reading values
@@ -288,7 +306,7 @@ def resolve_config(values: dict | None = None, *, config_file: str | None = None
         if config_file:
             raise UserError("--config cannot be combined with --resume (the run keeps its own config)")
         recorded = _upgrade(resume["config"])
-        changed = {k: v for k, v in given.items() if recorded.get(k) != v}
+        changed = {k: v for k, v in given.items() if not _same(recorded.get(k), v)}
         refused = sorted(set(changed) - set(RESUMABLE_CHANGES))
         if refused:
             raise UserError(f"cannot change {', '.join(refused)} when resuming "
@@ -306,6 +324,14 @@ def resolve_config(values: dict | None = None, *, config_file: str | None = None
     if source is None:
         source = build_source(cfg.data)
     return fill_from_data(cfg, source).check(), source
+
+
+def _same(recorded, given) -> bool:
+    """A given value that the recorded one already holds (model options: the ones given, as recorded),
+    so that the command that started a run can resume it."""
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        return all(k in recorded and recorded[k] == v for k, v in given.items())
+    return recorded == given
 
 
 def fill_from_data(cfg: TrainConfig, source: DataSource) -> TrainConfig:
@@ -350,4 +376,6 @@ def _upgrade(recorded: dict) -> dict:
         out["flip"] = None
     if out.get("name") == "":
         out["name"] = None
+    for key in DEXP_OPTIONS:  # runs recorded before the dexp schedule: unused by theirs
+        out.setdefault(key, RECIPES["paper"][key])
     return out

@@ -11,13 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.loader import Batch
+from ..data.loader import Batch, whole_step
 from ..data.transforms import Preset
+from ..models.dropout import batch_shard
 from ..runtime import autocast, memory_format
 
 
-def model_input(preset: Preset, images: torch.Tensor, generator, channels_last: bool) -> torch.Tensor:
-    return preset(images, generator).contiguous(memory_format=memory_format(channels_last))
+def model_input(preset: Preset, images: torch.Tensor, generator, channels_last: bool, *,
+                rows: torch.Tensor | None = None, total: int | None = None) -> torch.Tensor:
+    x = preset(images, generator, rows=rows, total=total)
+    return x.contiguous(memory_format=memory_format(channels_last))
 
 
 @dataclass
@@ -39,31 +42,42 @@ class TrainState:
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     batches: Iterable[Batch], preset: Preset, generator: torch.Generator,
                     device: torch.device, *, state: TrainState, amp: str = "off",
-                    channels_last: bool = False, accum_steps: int = 1,
+                    channels_last: bool = False, accum_steps: int = 1, world: int = 1, shard: bool = False,
                     after_step: Callable[[TrainState], bool] | None = None, progress=None) -> bool:
     """One pass of SGD over ``batches``; ``state`` accumulates loss / accuracy in place.
 
-    Each batch is one optimizer step; with ``accum_steps`` > 1 it is split into that many
-    micro-batches whose gradients add up to the whole batch's. ``after_step(state)`` runs after each
-    step and returns True to stop early (a signal, a mid-epoch checkpoint). Returns True if stopped.
+    Each batch is one optimizer step over the global batch that its
+    :class:`~alexnet.data.loader.StepPlan` describes (this process's images of it; without a plan, the
+    batch alone, split into ``accum_steps`` micro-batches). Each micro-batch's loss is weighted by its
+    share of the global batch, times ``world`` because DDP averages the processes' gradients: the step's
+    gradient is the mean over the whole global batch, whatever the number of processes. With ``shard``
+    (every process of a torchrun run), augmentation and dropout are drawn for the whole global batch
+    and each process takes its rows, and a process whose part of a step is empty still joins the
+    step's gradient all-reduce. ``after_step(state)`` runs after each step and returns True to stop
+    early (a signal, a mid-epoch checkpoint). Returns True if stopped.
     """
     model.train()
     last = time.perf_counter()
     for batch in batches:  # time spent waiting for data counts too
         state.skipped.extend(batch.skipped)
         n = batch.labels.numel()
-        if n:
+        plan = batch.plan or whole_step(n, accum_steps)
+        if n or shard:
             images = batch.images.to(device, non_blocking=True)
             labels = batch.labels.to(device, non_blocking=True)
-            x = model_input(preset, images, generator, channels_last)
-            chunks = list(zip(x.chunk(accum_steps), labels.chunk(accum_steps)))
+            partial = len(plan.rows) < plan.total
+            x = model_input(preset, images, generator, channels_last, rows=plan.rows if partial else None,
+                            total=plan.total)
+            pieces = plan.pieces()
             loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-            for i, (xc, yc) in enumerate(chunks):
-                sync = i == len(chunks) - 1 or not hasattr(model, "no_sync")
-                with (nullcontext() if sync else model.no_sync()), autocast(device, amp):
+            for i, (a, b, rows, total) in enumerate(pieces):
+                xc, yc = x[a:b], labels[a:b]
+                sync = i == len(pieces) - 1 or not hasattr(model, "no_sync")
+                with (nullcontext() if sync else model.no_sync()), autocast(device, amp), \
+                        (batch_shard(rows, total) if shard else nullcontext()):
                     logits = model(xc)
-                    loss = F.cross_entropy(logits, yc)
-                scaler.scale(loss * (len(yc) / n)).backward()
+                    loss = F.cross_entropy(logits, yc) if len(yc) else logits.sum() * 0.0
+                scaler.scale(loss * (len(yc) * world / plan.total)).backward()
                 loss_sum += loss.detach().float() * len(yc)
                 correct += (logits.detach().argmax(1) == yc).sum()
             scaler.step(optimizer)
@@ -85,4 +99,3 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: 
         if after_step is not None and after_step(state):
             return True
     return False
-

@@ -6,6 +6,7 @@ start the processes, make or reopen the run folder, build the :class:`Trainer`, 
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,23 +69,35 @@ def _finished(outcome: Outcome) -> dict:
 
 def launch(values: dict, *, config_file: str | None = None, resume: str | None = None,
            where: str = "option", callbacks: Sequence[Callback] = ()) -> Outcome:
-    """Resolve, then run. ``values`` are the options given explicitly."""
+    """Resolve, then run. ``values`` are the options given explicitly.
+
+    Under ``torchrun --max-restarts N`` a run must be named: when torchrun restarts the group (a worker
+    died), the same command finds the run it started and resumes it from its last checkpoint."""
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     if not resume:
         cfg, source = resolve_config(values, config_file=config_file, where=where)
         named = values.get("name") or (read_config_file(config_file).get("name") if config_file else None)
-        return run(cfg, source, callbacks=callbacks, unique_name=not named)
+        if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0 and not named:
+            raise UserError("torchrun --max-restarts needs a named run (--name NAME): a restarted group "
+                            "resumes the run of that name")
+        path = Path(cfg.out) / cfg.name
+        if not (restart and named and (RunDir(path).last.is_file() or RunDir(path).config_file.is_file())):
+            return run(cfg, source, callbacks=callbacks, unique_name=not named)
+        resume = str(path)  # torchrun restarted the group: continue the run this command started
     rundir, checkpoint, recorded = _reopen(Path(resume))
     cfg, source = resolve_config(values, config_file=config_file, resume={"config": recorded}, where=where)
     if checkpoint is not None:
         _check_epochs(cfg, checkpoint, rundir.path)
-    return run(cfg, source, rundir=rundir, checkpoint=checkpoint, recorded=recorded, callbacks=callbacks)
+    return run(cfg, source, rundir=rundir, checkpoint=checkpoint, recorded=recorded, callbacks=callbacks,
+               restart=restart)
 
 
 def run(cfg: TrainConfig, source: DataSource, *, rundir: RunDir | None = None, checkpoint: dict | None = None,
         recorded: dict | None = None, callbacks: Sequence[Callback] = (),
-        unique_name: bool = False) -> Outcome:
+        unique_name: bool = False, restart: int = 0) -> Outcome:
     """Run a resolved config: a new run, or (``rundir`` and what :func:`_reopen` read) a resumed one.
     ``unique_name``: the run named itself, so a name taken meanwhile becomes NAME-2, NAME-3, ...
+    ``restart``: torchrun's count of group restarts (said in the log).
 
     The run folder is locked while this process trains it (a second process is refused), and its
     ``state.json`` says ``training`` until the run ends: finished, stopped (a signal), diverged (a
@@ -113,11 +126,13 @@ def run(cfg: TrainConfig, source: DataSource, *, rundir: RunDir | None = None, c
                 rundir.discard_if_empty()  # nothing was written: leave no empty run behind
             raise
         _record_start(trainer, recorded, resumed=bool(resume), restarted=bool(resume) and checkpoint is None,
-                      world=dist.world)
+                      world=dist.world, restart=restart)
         if cfg.crop == "random-resized" and source.imagery == "photo" and not resume:
             rundir.log("note: random-resized crops are drawn inside each image's stored 256x256 centre "
                        "square, not the whole image as torchvision's RandomResizedCrop does "
                        "(docs/reproduce.md)")
+        if trainer.batch_norm_note:
+            rundir.log(trainer.batch_norm_note)
         warning = amp_warning(device, cfg.amp)
         if warning:
             rundir.log(warning, err=True)
@@ -203,7 +218,7 @@ def _reopen(path: Path) -> tuple[RunDir, dict | None, dict]:
 
 
 def _record_start(trainer: Trainer, recorded: dict | None, *, resumed: bool, restarted: bool,
-                  world: int) -> None:
+                  world: int, restart: int = 0) -> None:
     """config.json (written once, amended on a resume that changes options) and the first log line."""
     cfg, rundir, source = trainer.cfg, trainer.rundir, trainer.source
     if not resumed or restarted:
@@ -220,14 +235,20 @@ def _record_start(trainer: Trainer, recorded: dict | None, *, resumed: bool, res
         return
     changed = {k: [recorded.get(k), getattr(cfg, k)] for k in RESUMABLE_CHANGES
                if k not in ("out",) and k in recorded and recorded[k] != getattr(cfg, k)}
-    rundir.log(f"resuming {rundir.path} at epoch {trainer.epoch + 1}, step {trainer.state.step}")
-    if changed:
+    rundir.log(f"resuming {rundir.path} at epoch {trainer.epoch + 1}, step {trainer.state.step}"
+               + (f" (torchrun restarted the group: restart {restart})" if restart else ""))
+    before = rundir.read_config().get("world_size", world) if rundir.primary else world
+    if before != world:
+        rundir.log(f"resumed on {world} process(es), trained so far on {before}: the same global batches "
+                   "and random draws (docs/reproduce.md, several processes)")
+    if changed or before != world:
         record = rundir.read_config()
-        record["config"] = cfg.to_dict()
+        record["config"], record["world_size"] = cfg.to_dict(), world
         record.setdefault("resumes", []).append({
-            "epoch": trainer.epoch, "step": trainer.state.step, "changed": changed,
+            "epoch": trainer.epoch, "step": trainer.state.step, "changed": changed, "world_size": world,
             "environment": environment(trainer.device)})
         rundir.write_json("config.json", record)
+    if changed:
         rundir.log("changed on resume: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
         if "epochs" in changed:
             rundir.log(f"the {cfg.schedule} schedule now spans {cfg.epochs} epochs: "
@@ -238,6 +259,9 @@ def _schedule_note(schedule: str, lr: float) -> str:
     if schedule == "cosine":
         return (f"the cosine curve is recomputed over the new length, so the lr continues from {lr:.3g} (the "
                 f"new curve's value at this step), not from where the old curve ended")
+    if schedule == "dexp":
+        return (f"the dexp stages are recomputed over the new length, so the lr continues from {lr:.3g} (the "
+                f"new schedule's value at this step), and the remaining drops come later")
     if schedule == "plateau":
         return f"drops still follow the validation error; the lr continues at {lr:.3g}"
     if schedule == "step":

@@ -87,11 +87,12 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     """Two parameter groups, weights and biases, each with its base learning rate and weight decay: the
     biases' are the weights' times ``bias_lr_mult`` and ``bias_decay_mult`` (Caffe: 2 and 0; the paper:
     1 and 1). This is the one place a learning rate comes from the config; the schedule
-    (:class:`.schedule.Schedule`) scales these bases. Frozen parameters are left out."""
+    (:class:`.schedule.Schedule`) scales these bases, each group by the schedule of its ``role``.
+    Frozen parameters are left out."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in trainable if not n.endswith("bias")],
+    groups = [{"params": [p for n, p in trainable if not n.endswith("bias")], "role": "weights",
                "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in trainable if n.endswith("bias")],
+              {"params": [p for n, p in trainable if n.endswith("bias")], "role": "biases",
                "lr": cfg.lr * cfg.bias_lr_mult, "weight_decay": cfg.weight_decay * cfg.bias_decay_mult}]
     kind = PaperSGD if cfg.optimizer == "paper-sgd" else torch.optim.SGD
     return kind([g for g in groups if g["params"]], momentum=cfg.momentum)

@@ -8,10 +8,12 @@ uninterrupted run would have done. All of the loop's state goes through :meth:`T
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import threading
 import time
+import warnings
 from typing import Sequence
 
 import torch
@@ -19,16 +21,19 @@ from tqdm import tqdm
 
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..data import DataSource
-from ..data.loader import EpochLoader, batch_indices, epoch_seed
+from ..data.loader import EpochLoader, batch_indices, epoch_seed, train_steps
 from ..data.prefetch import Prefetcher
+from ..data.selection import reported_weights
 from ..data.transforms import Preset
 from ..distributed import Dist
 from ..errors import UserError
 from ..evaluation import EvalResult, Member, evaluate
+from ..models.dropout import shardable_dropout
 from ..models.split import split_towers
 from ..provenance import environment
 from ..runtime import grad_scaler, prepare_model
 from .config import TrainConfig
+from .doctor import Doctor, NoDoctor
 from .engine import TrainState, train_one_epoch
 from .rundir import RunDir
 from .schedule import Schedule
@@ -88,9 +93,13 @@ class Trainer:
         self.callbacks = list(callbacks)
         for split in ("train", "val"):
             source.split(split)  # fail now, not after an epoch, when a split is empty
-        if cfg.batch_size % dist.world:
-            raise UserError(f"batch size {cfg.batch_size} is not divisible by {dist.world} processes")
+        if cfg.batch_size < dist.world * cfg.accum_steps:
+            raise UserError(f"batch size {cfg.batch_size} is smaller than {dist.world} processes x "
+                            f"{cfg.accum_steps} micro-batches: some would get no image in every step")
         self.model = build_model(cfg, source)  # the plain module: what checkpoints save
+        if dist.launched:  # dropout masks drawn for the global batch: the same on 1, 2 or 4 processes
+            shardable_dropout(self.model)
+        self.batch_norm_note = self._batch_norm(device)
         if checkpoint is not None:
             self.train_preset = Preset.from_dict(checkpoint["preset"], train=True)
             self.test_preset = Preset.from_dict(checkpoint["preset"], train=False)
@@ -108,9 +117,13 @@ class Trainer:
         if dist.launched:  # torchrun, even with one process; a module on two devices takes device_ids=None
             ids = [device.index] if device.type == "cuda" and not cfg.tower_devices else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+            if any(1 in p.shape for p in self.model.parameters()):
+                # a conv of one input channel in channels-last: its weight's strides (25, 1, 5, 1) and the
+                # bucket's (25, 25, 5, 1) describe the same memory, and DDP warns of a mismatch
+                warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         self.optimizer = build_optimizer(cfg, self.model)
         self.scaler = grad_scaler(device, cfg.amp)
-        self.local_batch = cfg.batch_size // dist.world
+        self.local_batch = -(-cfg.batch_size // dist.world)  # evaluation's batches per process
         self.steps_per_epoch = len(self._train_batches(0))
         self.schedule = Schedule.from_config(cfg, self.optimizer, self.steps_per_epoch)
         self.generator = torch.Generator()  # crops, flips, lighting
@@ -125,6 +138,24 @@ class Trainer:
         if checkpoint is not None:
             self.load_state_dict(checkpoint)
             self._check_best()
+
+    def _batch_norm(self, device: torch.device) -> str | None:
+        """Batch norm over several processes: SyncBatchNorm on CUDA (statistics of the whole global batch,
+        as one process computes them); elsewhere each process normalizes by its own part of the batch,
+        which the run log says (returned here)."""
+        norms = (torch.nn.modules.batchnorm._BatchNorm,)
+        if self.dist.world == 1 or not any(isinstance(m, norms) for m in self.model.modules()):
+            return None
+        last = len(self.source.split("train")) % self.cfg.batch_size or self.cfg.batch_size
+        if last < 2 * self.dist.world * self.cfg.accum_steps:
+            raise UserError(f"the last step of each epoch holds {last} image(s): too few for batch norm "
+                            f"on {self.dist.world} processes x {self.cfg.accum_steps} micro-batches (each "
+                            "needs 2 or more); choose another --batch-size")
+        if device.type == "cuda" and not self.cfg.tower_devices:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            return None
+        return (f"note: batch norm statistics are per process ({self.dist.world} processes on {device.type}; "
+                "SyncBatchNorm needs CUDA): results depend on the number of processes")
 
     # -- checkpoints
 
@@ -162,7 +193,9 @@ class Trainer:
         self.best_top1, self.best_epoch = ckpt["best_top1"], ckpt["best_epoch"]
         self.train_seconds, self.bad_files = ckpt["train_seconds"], set(ckpt["bad_files"])
         if ckpt["state"]["step"] > 0:  # inside an epoch: continue its batches with its generators
-            self.state = TrainState(**ckpt["state"])
+            self.state = TrainState(**ckpt["state"])  # all processes' sums (save gathers them) ...
+            if not self.dist.primary:  # ... counted once, on the primary process
+                self.state.count, self.state.loss_sum, self.state.correct, self.state.skipped = 0, 0.0, 0, []
             self.resume_rng = ckpt["rng"]
 
     def _check_best(self) -> None:
@@ -188,16 +221,40 @@ class Trainer:
                                   "put back the run's own best.pt, or remove it")
 
     def save(self, which: str = "last") -> None:
+        """Write last.pt (on every process: inside an epoch, the processes' running sums are gathered
+        first) or best.pt; only the primary process writes."""
+        if which == "last" and self.state.step > 0:
+            self._gather_state()
         if self.dist.primary:
             path = self.rundir.last if which == "last" else self.rundir.best
             save_checkpoint(path, self.state_dict(full=which == "last"))
 
+    def _gather_state(self) -> None:
+        """The epoch's running sums of all processes on the primary one (the others start again from
+        zero), so a checkpoint inside an epoch holds the whole run's and resumes on any number of
+        processes."""
+        dist, state = self.dist, self.state
+        if dist.world == 1:
+            return
+        sums = torch.tensor([state.count, state.loss_sum, state.correct], dtype=torch.float64,
+                            device=self.device)
+        count, loss_sum, correct = dist.all_reduce_sum(sums).tolist()
+        skipped = [name for names in dist.all_gather_object(state.skipped) for name in names]
+        if dist.primary:
+            state.count, state.loss_sum, state.correct = int(count), loss_sum, int(correct)
+            state.skipped = skipped
+        else:
+            state.count, state.loss_sum, state.correct, state.skipped = 0, 0.0, 0, []
+        self.noted = 0
+        self.doctor.sums_replaced()
+
     # -- the loop
 
-    def _train_batches(self, epoch: int) -> list[torch.Tensor]:
+    def _train_batches(self, epoch: int) -> list:
+        """This process's part of each global step of ``epoch`` (:func:`~alexnet.data.loader.train_steps`)."""
         n = len(self.source.split("train"))
-        return batch_indices(n, self.local_batch, shuffle=True, seed=self.cfg.seed, epoch=epoch,
-                             rank=self.dist.rank, world=self.dist.world)
+        return train_steps(n, self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch, rank=self.dist.rank,
+                           world=self.dist.world, accum_steps=self.cfg.accum_steps)
 
     def _seed_epoch(self) -> None:
         if self.resume_rng is not None:
@@ -207,7 +264,8 @@ class Trainer:
             if "cuda" in rng and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
             return
-        base = epoch_seed(self.cfg.seed, self.epoch) * 64 + self.dist.rank
+        # the same on every process: each draws for the whole global batch and uses its rows
+        base = epoch_seed(self.cfg.seed, self.epoch) * 64
         torch.manual_seed(base)  # dropout
         self.generator.manual_seed(base + 1)  # crops, flips, lighting
 
@@ -245,6 +303,7 @@ class Trainer:
 
             def after_step(state: TrainState, steps: int = len(batches)) -> bool:
                 self._check_finite(state.loss_sum)
+                self.doctor.after_step(state, self.epoch * steps + state.step)
                 self.schedule.after_step()
                 self._note_bad_files(state.skipped)
                 for cb in self.callbacks:
@@ -260,7 +319,8 @@ class Trainer:
                 stopped = train_one_epoch(self.net, self.optimizer, self.scaler, ahead, self.train_preset,
                                           self.generator, self.device, state=self.state, amp=cfg.amp,
                                           channels_last=cfg.channels_last, accum_steps=cfg.accum_steps,
-                                          after_step=after_step, progress=bar)
+                                          world=dist.world, shard=dist.launched, after_step=after_step,
+                                          progress=bar)
             bar.close()
             self.train_seconds += time.perf_counter() - t0
             if stopped:
@@ -271,6 +331,15 @@ class Trainer:
                 return stop.signum or signal.SIGTERM
         return None
 
+    @functools.cached_property
+    def doctor(self) -> Doctor | NoDoctor:
+        """Watches the run (docs/doctor.md); made at its first use, the weights and history in place."""
+        if self.cfg.doctor == "off":
+            return NoDoctor()
+        return Doctor(self.model, self.optimizer, self.source, self.test_preset, self.device, self.rundir,
+                      seed=self.cfg.seed, steps=self.cfg.doctor_steps, channels_last=self.cfg.channels_last,
+                      history=self.history)
+
     def _end_epoch(self) -> None:
         cfg, dist = self.cfg, self.dist
         sums = torch.tensor([self.state.count, self.state.loss_sum, self.state.correct], dtype=torch.float64,
@@ -279,13 +348,14 @@ class Trainer:
         train_loss = loss_sum / max(count, 1)
         val = self.evaluate_split("val")
         lr = self.schedule.lr
+        health = self.doctor.examine(self.epoch, self.epoch * self.steps_per_epoch + self.state.step)
         self.epoch += 1
         dropped = self.schedule.after_epoch(self.epoch, 100 * (1 - val.top1_accuracy))
         record = {"epoch": self.epoch, "train_loss": train_loss,
                   "train_top1": correct / max(count, 1), "val_loss": val.loss, "val_top1": val.top1_accuracy,
                   "val_top5": val.top5_accuracy, "lr": lr, "seconds": self.state.seconds,
                   "images_per_second": count / max(self.state.seconds, 1e-9),
-                  "skipped_files": len(self.state.skipped) + val.skipped}
+                  "skipped_files": len(self.state.skipped) + val.skipped, **health}
         self.history.append(record)
         self.state = TrainState()
         improved = val.top1_accuracy > self.best_top1
@@ -329,23 +399,22 @@ class Trainer:
     def finish(self) -> dict:
         """Test the weights, write results.json and the pictures.
 
-        The best checkpoint (by validation top-1) is tested when the test split is not the one that chose
-        it. A dataset without a test split (ILSVRC-2012: train and val) reports on val, so there the
-        last weights are tested: a number chosen on the images it reports would be optimistic.
+        Which weights: :func:`alexnet.data.selection.reported_weights`, the rule evaluation shares. The best
+        checkpoint (by validation top-1) is tested when the test split is not the one that chose it. A
+        dataset without a test split (ILSVRC-2012: train and val) reports on val, so there the last
+        weights are tested: a number chosen on the images it reports would be optimistic.
         """
         cfg = self.cfg
         split = self.source.eval_split_name("test")
-        if split == "val":
-            weights = "last: the reported split (val) is the one that would choose best"
-        elif self.rundir.best.is_file():
+        choice = reported_weights(split, has_best=self.rundir.best.is_file())
+        weights = str(choice)
+        if choice.which == "best":
             best = load_checkpoint(self.rundir.best)
             if best["epoch"] != self.best_epoch:  # never name one epoch and test another
                 raise CheckpointError(f"{self.rundir.best} holds epoch {best['epoch']}, not the best epoch "
                                       f"{self.best_epoch}: it was replaced while the run trained")
             self.model.load_state_dict(best["model"])
-            weights = f"best: epoch {self.best_epoch}, chosen on val, reported on {split}"
-        else:
-            weights = "last"
+            weights = f"best: epoch {self.best_epoch}, {choice.why}"
         views = {"center": self.test_preset}
         if cfg.tta == "10crop":
             views["10crop"] = Preset.from_dict(self.train_preset.to_dict(), train=False, tta="10crop")
@@ -380,7 +449,7 @@ class Trainer:
 
         out = self.rundir.path / "plots"
         if self.history:
-            plot_curves(self.history, out / "curves.png")
+            plot_curves(self.history, out / "curves.png", run=self.rundir.path.name, model=self.cfg.model)
         conv1 = next(v for v in self.model.state_dict().values() if v.ndim == 4)  # grouped, also when split
         plot_conv1(conv1, out / "conv1.png", towers=getattr(self.model, "towers", 1))
         self.log.kernels(conv1, self.epoch)
