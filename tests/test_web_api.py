@@ -489,3 +489,39 @@ def test_a_units_arithmetic_and_what_excites_it(live, trained_run, digits):
     top, left, bottom, right = found[0]["box"]
     assert patch_png.size == (right - left + 1, bottom - top + 1)
     assert client.get("/api/runs/r/examples/pool1/0").status_code == 404
+
+
+def test_a_run_shows_the_weights_its_results_report(trained_run, tmp_path):
+    """The page loads the checkpoint training reported with (data/selection.py): best.pt when the run
+    reported on a split other than val (which chose best.pt), last.pt when it reported on val itself or
+    has reported on nothing yet, and a run whose reported weights are missing is listed saying so."""
+    cases = {"test": "best.pt", "val": "last.pt", None: "last.pt", "val-without-last": None}
+    for split in cases:
+        run = tmp_path / str(split)
+        shutil.copytree(trained_run, run)
+        results = json.loads((run / "results.json").read_text())
+        if split is None:
+            (run / "results.json").unlink()  # still training: no results yet
+        else:
+            results["test_split"] = split.split("-")[0]
+            (run / "results.json").write_text(json.dumps(results))
+        if split == "val-without-last":
+            (run / "checkpoints" / "last.pt").unlink()
+    server = LiveServer(create_app(discover([str(tmp_path)])))
+    try:
+        client = httpx.Client(base_url=server.url, timeout=60)
+        cards = {c["id"]: c for c in client.get("/api/runs").json()}
+        for split, name in cases.items():
+            weights = cards[str(split)]["weights"]
+            if name is None:
+                assert weights.startswith("not shown") and "best.pt was chosen on val" in weights
+                assert client.get(f"/api/runs/{split}").status_code == 409
+            else:
+                assert weights.startswith(f"{name}, {'best' if name == 'best.pt' else 'last'}: "), weights
+                st = (tmp_path / str(split) / "checkpoints" / name).stat()  # the file the model is loaded from
+                assert cards[str(split)]["version"] == f"{st.st_size:x}-{st.st_mtime_ns:x}"
+                full = client.get(f"/api/runs/{split}").json()
+                assert full["loaded"] and full["weights"] == weights
+        client.close()
+    finally:
+        server.stop()

@@ -36,6 +36,7 @@ from ..data.transforms import Preset
 from ..files import atomic_write
 from ..models.layers import WithinMapNorm
 from ..models.lrn import LocalResponseNorm
+from ..models.summary import Summary, summarize
 
 EMBEDDINGS_FILE = "embeddings-fc7.pt"
 EMBEDDINGS_FORMAT = "alexnet-embeddings"
@@ -273,6 +274,7 @@ class Explainer:
         self.base_size = self.preset.base_size
         self.side = self.preset.crop
         self._lock = threading.Lock()
+        self._summary: Summary | None = None
         shapes = self._shapes()
         for layer in self.layers:
             layer.shape = shapes[layer.module]
@@ -294,6 +296,14 @@ class Explainer:
             for h in hooks:
                 h.remove()
         return shapes
+
+    def summary(self) -> Summary:
+        """The model's layer table (:func:`summarize`), made once, under the lock: another thread's
+        forward pass would otherwise run through the hooks that count the layers."""
+        with self._lock:
+            if self._summary is None:
+                self._summary = summarize(self.model)
+            return self._summary
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

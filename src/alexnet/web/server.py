@@ -40,6 +40,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
+from ..checkpoint import CheckpointError
 from ..data import build_source
 from ..data.decode import MAX_IMAGE_PIXELS, ImageDecodeError, decode_file
 from ..data.folder import FolderImageSet
@@ -57,8 +58,7 @@ from ..inference.analysis import (
     subset_indices,
     train_index,
 )
-from ..inference.load import load_trained
-from ..models.summary import summarize
+from ..inference.load import load_trained, run_weights
 from ..training.rundir import run_state
 from ..viz import kernel_grid
 
@@ -175,15 +175,30 @@ class Entry:
         return None if self.run_dir is None else inside(self.run_dir / name, self.run_dir)
 
     def checkpoint(self) -> Path | None:
-        """The file the model loads from (None while a run has not saved one yet)."""
+        """The file the model loads from (None while a run has not saved one yet): of a run, the
+        checkpoint that stands for it (:meth:`weights`)."""
         if self.run_dir is not None and self.path == self.run_dir:
-            for name in ("checkpoints/best.pt", "checkpoints/last.pt"):
-                if (self.run_dir / name).is_file():
-                    if (found := self.file(name)) is None:
-                        raise UploadError(403, f"{self.id}: {name} links outside the run folder: not loaded")
-                    return found
-            return None
+            return self.weights()[0]
         return self.path
+
+    def weights(self) -> tuple[Path | None, str | None]:
+        """Of a run, the checkpoint the page shows and why, by the rule training reports by
+        (:func:`alexnet.inference.load.run_weights`): the latest weights while it trains or where best.pt
+        was chosen on the split it reports, else best.pt; (None, None) before its first checkpoint."""
+        if self.run_dir is None or self.path != self.run_dir:
+            return self.path, None
+        if not any((self.run_dir / "checkpoints" / n).is_file() for n in ("best.pt", "last.pt")):
+            return None, None
+        results = self.read_json("results.json")  # read through file(): a link out of the run is not followed
+        split = results.get("test_split") if isinstance(results, dict) else None
+        try:
+            path, choice = run_weights(self.run_dir, split if isinstance(split, str) else None)
+        except CheckpointError as e:
+            raise UploadError(409, f"{self.id}: {e}") from None
+        name = path.relative_to(self.run_dir).as_posix()
+        if (found := self.file(name)) is None:
+            raise UploadError(403, f"{self.id}: {name} links outside the run folder: not loaded")
+        return found, f"{path.name}, {choice}"
 
     def dataset(self) -> str | None:
         """The dataset whose images the page shows: the one the run records in its ``config.json``,
@@ -599,7 +614,11 @@ def run_card(entry: Entry) -> dict:
             "recipe": cfg.get("recipe"), "epochs": cfg.get("epochs"),
             "config": {k: cfg[k] for k in keys if k in cfg},
             "results": None if results is None else {k: results.get(k) for k in scores},
-            "files": [f for f in RUN_FILES if entry.file(f) is not None], "version": entry.version}
+            "files": [f for f in RUN_FILES if entry.file(f) is not None]}
+    try:  # a run whose weights cannot be shown is still listed, saying why
+        card["version"], card["weights"] = entry.version, entry.weights()[1]
+    except UploadError as e:
+        card["version"], card["weights"] = None, f"not shown: {e}"
     return card
 
 
@@ -616,7 +635,7 @@ def full_card(entry: Entry) -> dict:
         "loaded": True, "model": model.name, "num_classes": model.num_classes, "embed_dim": model.embed_dim,
         "embedding": embedding_name(model), "class_names": loaded.class_names,
         "input": {"channels": ex.channels, "base_size": ex.base_size, "crop": ex.preset.crop},
-        "summary": summarize(model).to_dict(), "towers": getattr(model, "towers", 1),
+        "summary": ex.summary().to_dict(), "towers": getattr(model, "towers", 1),
         "conv1": conv1_stats(model),
         "layers": [{"name": la.name, "kind": la.kind, "caption": la.caption, "about": la.about,
                     "shape": list(la.shape), "receptive_field": la.rf[0] if la.rf[0] < 10**6 else None,
@@ -708,8 +727,9 @@ def create_app(entries: list[Entry], *, device: str = "cpu", host: str = "127.0.
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         first = next((e for e in entries if e.status() != "training"), None)
-        if first is not None and first.checkpoint() is not None:
-            first.warm()  # the model the page opens with: its index is built while the page loads
+        with contextlib.suppress(UploadError):  # weights it cannot show: the page says why when asked
+            if first is not None and first.checkpoint() is not None:
+                first.warm()  # the model the page opens with: its index is built while the page loads
         yield
         for e in list(entries):  # no thread left computing when the process ends
             e.stop()

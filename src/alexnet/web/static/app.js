@@ -218,6 +218,7 @@ function renderCard(card) {
     rows.push([`test top-${r.topk || 5}`, `${pct(r.test_top5_accuracy)} (error ${pct(r.test_top5_error)})`]);
     rows.push(["test images", `${r.test_images} (${r.test_split} split, ${r.tta} view)`]);
   }
+  if (card.weights) rows.push(["weights shown", card.weights]);
   if (card.summary) rows.push(["parameters", card.summary.total_params.toLocaleString("en")]);
   for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", { text: String(v) }));
 }
@@ -232,7 +233,7 @@ function renderKernels(card) {
       `mean chroma ${t.mean_chroma.toFixed(2)}, ${t.colour_kernels} of ${t.kernels} kernels mostly colour`;
     const label = card.conv1.length > 1 ? `tower ${t.tower}: kernels ${t.first + 1}-${t.first + t.kernels}` : `all ${t.kernels} kernels`;
     box.append(el("figure", {}, el("img", { src: runUrl(card.id, `/conv1/${t.tower}.png?v=${card.version}`),
-      alt: `conv1 kernels, ${label}` }), el("figcaption", { text: `${label}; ${chroma}` })));
+      alt: `conv1 kernels, ${label}` }), el("figcaption", { text: `${label}; ${chroma}; grey is a weight of 0, lighter positive, darker negative` })));
   }
 }
 
