@@ -518,10 +518,23 @@ def test_a_run_shows_the_weights_its_results_report(trained_run, tmp_path):
                 assert client.get(f"/api/runs/{split}").status_code == 409
             else:
                 assert weights.startswith(f"{name}, {'best' if name == 'best.pt' else 'last'}: "), weights
-                st = (tmp_path / str(split) / "checkpoints" / name).stat()  # the file the model is loaded from
+                st = (tmp_path / str(split) / "checkpoints" / name).stat()  # the file the model loads
                 assert cards[str(split)]["version"] == f"{st.st_size:x}-{st.st_mtime_ns:x}"
                 full = client.get(f"/api/runs/{split}").json()
                 assert full["loaded"] and full["weights"] == weights
         client.close()
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_bench_serve_times_the_page_against_a_real_server(capsys):
+    """``alexnet bench serve`` starts a real ``alexnet serve`` process: a prediction's latency beside the
+    bare forward pass, and the page's own steps in the order they happen (card, then the index, then
+    the test report built after it)."""
+    assert main(["bench", "serve", "--models", "alexnet-small", "--repeat", "2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["models"][0]
+    assert r["model"] == "alexnet-small" and r["layers"] == len(LAYERS)
+    assert 0 < r["forward_p50"] < r["http_p50"] <= r["http_p90"]  # HTTP, maps and Grad-CAM cost more
+    assert 0 < r["card_ms"] < r["index_ms"] < r["report_ms"]
+    assert r["unit_p50"] > 0 and r["neighbours_p50"] > 0

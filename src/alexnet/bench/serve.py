@@ -155,11 +155,3 @@ def measure(model_name: str, repeat: int, warmup: int = 3, threads: int = 0) -> 
     return {"model": model_name, "layers": layers, "http_p50": statistics.median(http),
             "http_p90": _p(http, 90), "forward_p50": statistics.median(forward),
             "budget": BUDGET_MS[model_name], **page}
-
-
-if __name__ == "__main__":  # python -m alexnet.bench.serve [MODEL ...]: every number of measure(), as JSON
-    import json
-
-    for name in sys.argv[1:] or list(BUDGET_MS):
-        found = measure(name, 20)
-        print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in found.items()}))
