@@ -17,6 +17,8 @@ from alexnet.inference.analysis import (
     conv1_stats,
     feature_layers,
     kernel_chroma,
+    receptive_box,
+    split_report,
     top_classes,
     train_index,
 )
@@ -240,3 +242,122 @@ def test_predict_cli_uses_the_same_top_k(tmp_path, capsys):
     page = Explainer(load_trained(str(tmp_path / "m.pt"))).explain(image, maps=False, cam=False).top
     assert [t["class"] for t in cli] == [t["class"] for t in page]
     assert [t["probability"] for t in cli] == pytest.approx([t["probability"] for t in page], abs=1e-6)
+
+
+def test_layers_are_described_from_the_model_itself():
+    """LeNet-5 has tanh and 2x2 average pooling, and its last convolution is 1x1: its captions say so and
+    Grad-CAM reads the last convolution that still has a spatial map; batch normalization joins its block."""
+    lenet = create_model("lenet5", num_classes=10).eval()
+    norm = Normalization.per_channel([40.0], [80.0])
+    preset = Preset(train=False, crop=28, base_size=28, norm=norm).to_dict()
+    ex = Explainer(Loaded(lenet, preset, list("0123456789"), list("0123456789"), None, "lenet"))
+    assert [(la.name, la.caption) for la in ex.layers] == [
+        ("c1", "5x5 convolution, stride 1, 6 kernels + tanh"), ("s2", "2x2 average pooling, stride 2"),
+        ("c3", "5x5 convolution, stride 1, 16 kernels + tanh"), ("s4", "2x2 average pooling, stride 2"),
+        ("c5", "5x5 convolution, stride 1, 120 kernels + tanh")]
+    assert [la.shape for la in ex.layers] == [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120, 1, 1)]
+    assert ex.cam_layer.name == "c3"  # c5's maps are 1x1
+    assert "tanh squashes" in ex.layers[0].about and "ReLU" not in ex.layers[0].about
+    out = ex.explain(digit_images(1)[0])
+    assert out.cam_layer == "c3" and out.cam.max() == pytest.approx(1.0) and out.cam.min() < 1.0
+    assert analysis.embedding_name(lenet) == "f6"
+    assert analysis.embedding_name(create_model("alexnet-owt")) == "fc7"  # torchvision's numbered classifier
+    assert analysis.embedding_name(create_model("convnet18")) == "the flattened trunk"
+    nnott = feature_layers(create_model("nnott-lenet"))
+    assert nnott[0].caption == "5x5 convolution, stride 1, 6 kernels + batch normalization + ReLU"
+    assert isinstance(nnott[0].module, torch.nn.ReLU)  # maps after the block, as the next layer sees them
+    small = feature_layers(create_model("alexnet-small"))
+    assert small[2].caption == "3x3 max-pooling, stride 2 (overlapping windows)"
+    assert small[3].caption == "5x5 convolution, stride 1, 128 kernels in 2 towers + ReLU"
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet-small"])
+def test_receptive_field_is_where_the_gradient_reaches(name):
+    """The box :func:`receptive_box` gives holds every input pixel whose gradient is not zero; with
+    tanh and average pooling everywhere (LeNet-5) the gradient reaches every pixel of the box."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).double().eval()
+    x = torch.randn(1, 1, 28, 28, dtype=torch.float64, requires_grad=True)
+    record = {}
+    for layer in feature_layers(model):
+        hook = layer.module.register_forward_hook(lambda _m, _i, o: record.__setitem__("out", o))
+        model(x)
+        hook.remove()
+        out = record["out"]
+        y, xx = out.shape[2] // 2, out.shape[3] // 3
+        channel = int(out[0, :, y, xx].argmax())  # a unit that fires (a ReLU at zero passes no gradient)
+        (grad,) = torch.autograd.grad(out[0, channel, y, xx], x)
+        rows, cols = grad[0, 0].abs().gt(0).nonzero(as_tuple=True)
+        top, left, bottom, right = receptive_box(layer, y, xx, 28)
+        assert len(rows) and rows.min() >= top and rows.max() <= bottom, layer.name
+        assert cols.min() >= left and cols.max() <= right, layer.name
+        if name == "lenet5":
+            assert (rows.min(), rows.max(), cols.min(), cols.max()) == (top, bottom, left, right), layer.name
+
+
+def test_a_units_arithmetic_matches_the_network():
+    """nnott-alexnet's conv2 (batch normalization, ReLU): the sum of input x kernel + bias, and each step
+    after it, against the trunk run module by module."""
+    torch.manual_seed(1)
+    model = create_model("nnott-alexnet", num_classes=10).eval()
+    for m in model.modules():  # batch statistics of a trained net, not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    preset = Preset(train=False, crop=28, base_size=28, norm=Normalization.per_channel([40.0], [80.0]))
+    ex = Explainer(Loaded(model, preset.to_dict(), list("0123456789"), list("0123456789"), None, "n"))
+    image = digit_images(1, seed=3)[0]
+    unit = ex.unit(image, "conv2", 7, 4, 9)
+    f = model.features
+    with torch.no_grad():
+        h = f.pool1(f.act1(f.bn1(f.conv1((image[None].float() - 40.0) / 80.0))))
+        z = f.conv2(h)
+        bn = f.bn2(z)
+        act = torch.relu(bn)
+    assert unit["sum"] == pytest.approx(float(z[0, 7, 4, 9]), abs=1e-4)
+    assert [s["op"] for s in unit["steps"]] == ["batch normalization", "ReLU"]
+    assert unit["steps"][0]["value"] == pytest.approx(float(bn[0, 7, 4, 9]), abs=1e-4)
+    assert unit["value"] == pytest.approx(float(act[0, 7, 4, 9]), abs=1e-5)
+    total = sum(t["sum"] for t in unit["terms"]) + unit["rest"] + unit["bias"]
+    assert total == pytest.approx(unit["sum"], abs=1e-4)
+    assert unit["box"] == list(receptive_box(ex.layer("conv2"), 4, 9, 28))
+    with pytest.raises(ValueError, match="no unit"):
+        ex.unit(image, "conv2", 7, 14, 0)
+
+
+def test_index_keeps_the_images_that_excite_each_map_most():
+    loaded, mean, std = small_loaded()
+    ex = Explainer(loaded)
+    images = digit_images(30, seed=6)
+    index = train_index(ex, TensorImageSet(images, np.arange(30) % 10), None, examples=4, batch_size=8)
+    f = loaded.model.features
+    with torch.no_grad():
+        conv3 = f[:10]((images.float() - mean) / std)  # through act3: conv1 ... conv3 + ReLU
+    assert isinstance(f[9], torch.nn.ReLU)
+    peak = conv3.flatten(2).max(2)  # (N, C)
+    best = peak.values.topk(4, dim=0)
+    got = index.examples["conv3"]
+    assert torch.allclose(got["values"], best.values.t(), atol=1e-5)
+    assert torch.equal(got["images"], best.indices.t())
+    assert torch.equal(got["positions"], peak.indices.gather(0, best.indices).t())
+
+
+def test_split_report_counts_and_threshold():
+    loaded, mean, std = small_loaded(seed=4)
+    ex = Explainer(loaded)
+    images = digit_images(20, seed=7)
+    labels = np.arange(20) % 10
+    index = EmbeddingIndex(torch.randn(15, loaded.model.embed_dim), torch.arange(15), torch.arange(15) % 10)
+    report = split_report(ex, TensorImageSet(images, labels), index, batch_size=6)
+    with torch.no_grad():
+        logits = loaded.model((images.float() - mean) / std)
+        emb = loaded.model.embed((images.float() - mean) / std)
+    predicted = logits.argmax(1)
+    assert report.predicted.tolist() == predicted.tolist()
+    confusion = np.zeros((10, 10), int)
+    for y, p in zip(labels, predicted.tolist()):
+        confusion[y, p] += 1
+    assert report.confusion(10).tolist() == confusion.tolist()
+    nearest = [min(float(((e - f) ** 2).sum().sqrt()) for f in index.features) for e in emb]
+    assert report.nearest.tolist() == pytest.approx(nearest, rel=1e-4)
+    assert report.unlike() == pytest.approx(float(np.quantile(nearest, 0.99)), rel=1e-4)

@@ -107,3 +107,6 @@ def test_no_last_weights_where_only_they_may_be_reported(run, cli, tmp_path):
     r = cli("evaluate", val_only, "--split", "val")
     assert r.returncode == 2 and "no checkpoints/last.pt" in r.stderr and "best.pt" in r.stderr
     assert "Traceback" not in r.stderr
+    (val_only / "results.json").unlink()  # reported on nothing yet: the weights it has stand for it
+    path, choice = run_weights(val_only)
+    assert path.name == "best.pt" and "no last.pt" in choice.why

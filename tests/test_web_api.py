@@ -5,7 +5,9 @@ import base64
 import http.client
 import io
 import json
+import shutil
 import struct
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +24,7 @@ pytest.importorskip("fastapi")
 from alexnet.cli import main  # noqa: E402
 from alexnet.data import build_source  # noqa: E402
 from alexnet.models import create_model  # noqa: E402
-from alexnet.web.server import MAX_UPLOAD, create_app, discover  # noqa: E402 (after the skips)
+from alexnet.web.server import MAX_UPLOAD, Catalog, create_app, discover  # noqa: E402 (after the skips)
 from helpers.web import (LAYERS, LiveServer, fake_live_run, metrics_record, png_bytes,  # noqa: E402
                          reference_probs, train_tiny_run)
 
@@ -375,3 +377,164 @@ def test_a_plain_weights_file_is_served_without_a_dataset(tmp_path):
             assert r.json()["neighbours"] == [] and "without its dataset" in r.json()["neighbours_note"]
     finally:
         server.stop()
+
+
+# ---------- what the page added: runs found while serving, error analysis, a unit's arithmetic ----------
+
+def fc7_by_hand(run, images):
+    """fc7 of uint8 images: the checkpoint's weights, its normalization, the model's own embed."""
+    ckpt = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    model = create_model("alexnet-small", num_classes=10).eval()
+    model.load_state_dict(ckpt["model"])
+    norm = ckpt["preset"]["norm"]
+    with torch.no_grad():
+        return model.embed((images.float() - norm["mean"]) / norm["std"]).numpy().astype(np.float64)
+
+
+def wait_ready(client, rid):
+    for _ in range(600):
+        if client.get(f"/api/runs/{rid}/errors").json().get("state") == "ready":
+            return client.get(f"/api/runs/{rid}/errors").json()
+        time.sleep(0.1)
+    raise AssertionError("the test report was not made in 60 s")
+
+
+def test_runs_are_found_while_serving(trained_run, tmp_path, monkeypatch):
+    """A folder of runs is looked at again: a run started after the server is listed (and reachable by
+    id at once), a deleted one is dropped; the ids of the others stay."""
+    monkeypatch.setattr(Catalog, "RESCAN_SECONDS", 0.0)
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    shutil.copytree(trained_run, folder / "a", ignore=shutil.ignore_patterns("embeddings-fc7.pt"))
+    server = LiveServer(create_app(discover([str(folder)])))
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert [r["id"] for r in client.get("/api/runs").json()] == ["a"]
+            later = folder / "b"
+            later.mkdir()
+            (later / "config.json").write_text(json.dumps({"config": {"model": "lenet5", "data": "digits"}}))
+            assert client.get("/api/runs/b/metrics").json()["history"] == []  # reachable before any listing
+            assert [r["id"] for r in client.get("/api/runs").json()] == ["a", "b"]
+            shutil.rmtree(later)
+            assert [r["id"] for r in client.get("/api/runs").json()] == ["a"]
+            assert client.get("/api/runs/b").status_code == 404
+    finally:
+        server.stop()
+
+
+def test_errors_confusion_and_the_out_of_distribution_range(live, trained_run, digits):
+    _, client, _ = live
+    report = wait_ready(client, "r")
+    test, train = digits.split("test"), digits.split("train")
+    probs = reference_probs(trained_run, test.images)
+    expected = np.zeros((10, 10), int)
+    for y, p in zip(test.targets.tolist(), probs.argmax(1).tolist()):
+        expected[y, p] += 1
+    assert report["confusion"] == expected.tolist() and report["shown"] == report["total"] == len(test)
+    assert [row[2] for row in report["images"]] == probs.argmax(1).tolist()
+    # the threshold: the 99th percentile of each test image's fc7 distance to its nearest training image
+    f_train, f_test = (fc7_by_hand(trained_run, split.images) for split in (train, test))
+    # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b
+    squared = (f_test ** 2).sum(1)[:, None] + (f_train ** 2).sum(1)[None] - 2 * f_test @ f_train.T
+    nearest = np.sqrt(np.maximum(squared, 0).min(1))
+    assert report["unlike"] == pytest.approx(float(np.quantile(nearest, 0.99)), rel=1e-4)
+    answer = client.post("/api/runs/r/predict?test=11&maps=false").json()
+    assert answer["label"] == {"index": int(test.targets[11]), "name": str(int(test.targets[11])),
+                               "probability": pytest.approx(float(probs[11, test.targets[11]]), abs=1e-5)}
+    assert answer["ood"]["distance"] == pytest.approx(float(nearest[11]), rel=1e-4)
+    assert answer["ood"]["unlike"] == bool(nearest[11] > report["unlike"])
+    half = np.zeros((28, 28), np.uint8)
+    half[14:] = 255  # no digit: a white lower half
+    odd = client.post("/api/runs/r/predict?maps=false", content=png_bytes(half),
+                      headers={"x-filename": "half.png"}).json()
+    f_half = fc7_by_hand(trained_run, torch.from_numpy(half)[None, None])
+    far = np.sqrt(((f_half - f_train) ** 2).sum(1)).min()
+    assert odd["ood"]["distance"] == pytest.approx(float(far), rel=1e-4)
+    assert odd["ood"]["unlike"] is True and far > report["unlike"]
+    pca = client.get("/api/runs/r/projection?method=pca").json()["points"]
+    centred = f_test - f_test.mean(0)
+    u, s, _ = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+    ref = u[:, :2] * s[:2]
+    got = np.array([p[:2] for p in pca])
+    for k in range(2):  # each component up to its sign
+        sign = np.sign((got[:, k] * ref[:, k]).sum())
+        assert np.allclose(got[:, k], sign * ref[:, k], atol=1e-3 * np.abs(ref[:, k]).max())
+    assert client.get("/api/runs/r/projection?method=umap").status_code == 422
+    assert client.get("/api/runs/r/index").json()["state"] == "ready"
+
+
+def test_a_units_arithmetic_and_what_excites_it(live, trained_run, digits):
+    _, client, _ = live
+    ckpt = torch.load(trained_run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    p = ckpt["preset"]
+    image = digits.split("test")[7][0]
+    x = (image[None].float() - p["norm"]["mean"]) / p["norm"]["std"]
+    w, b = ckpt["model"]["features.conv1.weight"], ckpt["model"]["features.conv1.bias"]
+    z = torch.nn.functional.conv2d(x, w, b, padding=2)[0]  # before the ReLU
+    unit = client.post("/api/runs/r/unit?layer=conv1&channel=5&y=10&x=3&test=7").json()
+    assert unit["sum"] == pytest.approx(float(z[5, 10, 3]), abs=1e-4)
+    assert unit["steps"][0] == {"op": "ReLU", "value": pytest.approx(max(0.0, float(z[5, 10, 3])), abs=1e-4)}
+    assert unit["box"] == [8, 1, 12, 5]  # 5x5 window at (10, 3), padding 2: rows 8-12, columns 1-5
+    patch = torch.nn.functional.pad(x[0, 0], (2, 2, 2, 2))[10:15, 3:8]
+    assert np.allclose(unit["patch"][0], patch.numpy(), atol=1e-5)
+    assert client.post("/api/runs/r/unit?layer=conv1&channel=64&y=0&x=0&test=7").status_code == 404
+    # the training images that excite conv1's map 5 most: its largest value over each image, by hand
+    train = digits.split("train")
+    with torch.no_grad():
+        xs = (train.images.float() - p["norm"]["mean"]) / p["norm"]["std"]
+        peak = torch.relu(torch.nn.functional.conv2d(xs, w[5:6], b[5:6], padding=2)).flatten(1).max(1).values
+    found = client.get("/api/runs/r/examples/conv1/5").json()["examples"]
+    assert [e["value"] for e in found] == pytest.approx(peak.topk(8).values.tolist(), rel=1e-4)
+    patch_png = Image.open(io.BytesIO(client.get(found[0]["url"]).content))
+    top, left, bottom, right = found[0]["box"]
+    assert patch_png.size == (right - left + 1, bottom - top + 1)
+    assert client.get("/api/runs/r/examples/pool1/0").status_code == 404
+
+
+def test_a_run_shows_the_weights_its_results_report(trained_run, tmp_path):
+    """The page loads the checkpoint training reported with (data/selection.py): best.pt when the run
+    reported on a split other than val (which chose best.pt), last.pt when it reported on val itself or
+    has reported on nothing yet, and a run whose reported weights are missing is listed saying so."""
+    cases = {"test": "best.pt", "val": "last.pt", None: "last.pt", "val-without-last": None}
+    for split in cases:
+        run = tmp_path / str(split)
+        shutil.copytree(trained_run, run)
+        results = json.loads((run / "results.json").read_text())
+        if split is None:
+            (run / "results.json").unlink()  # still training: no results yet
+        else:
+            results["test_split"] = split.split("-")[0]
+            (run / "results.json").write_text(json.dumps(results))
+        if split == "val-without-last":
+            (run / "checkpoints" / "last.pt").unlink()
+    server = LiveServer(create_app(discover([str(tmp_path)])))
+    try:
+        client = httpx.Client(base_url=server.url, timeout=60)
+        cards = {c["id"]: c for c in client.get("/api/runs").json()}
+        for split, name in cases.items():
+            weights = cards[str(split)]["weights"]
+            if name is None:
+                assert weights.startswith("not shown") and "best.pt was chosen on val" in weights
+                assert client.get(f"/api/runs/{split}").status_code == 409
+            else:
+                assert weights.startswith(f"{name}, {'best' if name == 'best.pt' else 'last'}: "), weights
+                st = (tmp_path / str(split) / "checkpoints" / name).stat()  # the file the model loads
+                assert cards[str(split)]["version"] == f"{st.st_size:x}-{st.st_mtime_ns:x}"
+                full = client.get(f"/api/runs/{split}").json()
+                assert full["loaded"] and full["weights"] == weights
+        client.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_bench_serve_times_the_page_against_a_real_server(capsys):
+    """``alexnet bench serve`` starts a real ``alexnet serve`` process: a prediction's latency beside the
+    bare forward pass, and the page's own steps in the order they happen (card, then the index, then
+    the test report built after it)."""
+    assert main(["bench", "serve", "--models", "alexnet-small", "--repeat", "2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["models"][0]
+    assert r["model"] == "alexnet-small" and r["layers"] == len(LAYERS)
+    assert 0 < r["forward_p50"] < r["http_p50"] <= r["http_p90"]  # HTTP, maps and Grad-CAM cost more
+    assert 0 < r["card_ms"] < r["index_ms"] < r["report_ms"]
+    assert r["unit_p50"] > 0 and r["neighbours_p50"] > 0

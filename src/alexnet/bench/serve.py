@@ -86,30 +86,61 @@ def _p(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def _timed(client, repeat: int, warmup: int, send) -> tuple[list[float], object]:
+    """Milliseconds of ``repeat`` calls of ``send(client)`` after ``warmup`` ones, and the last answer."""
+    times, answer = [], None
+    for i in range(warmup + repeat):
+        t = time.perf_counter()
+        answer = send(client)
+        dt = 1000 * (time.perf_counter() - t)
+        answer.raise_for_status()
+        if i >= warmup:
+            times.append(dt)
+    return times, answer
+
+
 def measure(model_name: str, repeat: int, warmup: int = 3, threads: int = 0) -> dict:
-    """p50 / p90 of the HTTP prediction and of the bare forward pass, in milliseconds."""
+    """p50 / p90 of the HTTP prediction and of the bare forward pass, in milliseconds; also, for the page:
+    the first card (the model loaded, its layer table), the p50 of a unit's arithmetic (``/unit``) and,
+    for ``alexnet-small`` served with its dataset (``--data digits``), how long the neighbour index and
+    the test report take to build in the background from the card's request (the requests are timed
+    after them) and the p50 of a prediction with 8 neighbours."""
     import httpx  # deferred: a test dependency of the web extra, needed by this benchmark alone
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt, png, x = _checkpoint(Path(tmp), model_name)
         port = _free_port()
         env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-        server = subprocess.Popen([sys.executable, "-m", "alexnet", "serve", str(ckpt), "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        data = ["--data", "digits"] if model_name == "alexnet-small" else []
+        server = subprocess.Popen([sys.executable, "-m", "alexnet", "serve", str(ckpt), "--port", str(port),
+                                   *data], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        page: dict = {}
         try:
-            base = f"http://127.0.0.1:{port}"
-            http, layers = [], 0
-            with httpx.Client(timeout=120) as client:
-                _wait_until_up(client, base + "/api/runs", server)
-                url = f"{base}/api/runs/{ckpt.stem}/predict?neighbours=0"
-                for i in range(warmup + repeat):
-                    t = time.perf_counter()
-                    r = client.post(url, content=png, headers={"x-filename": "bench.png"})
-                    dt = 1000 * (time.perf_counter() - t)
-                    r.raise_for_status()
-                    layers = len(r.json()["layers"])
-                    if i >= warmup:
-                        http.append(dt)
+            base = f"http://127.0.0.1:{port}/api/runs/{ckpt.stem}"
+            with httpx.Client(timeout=300) as client:
+                _wait_until_up(client, base + "/metrics", server)
+                t = time.perf_counter()
+                client.get(base).raise_for_status()  # the card: loads the model, starts the index
+                page["card_ms"] = 1000 * (time.perf_counter() - t)
+                if data:  # the index is built in the background: time the requests after it, not beside it
+                    while client.get(base + "/index").json()["state"] != "ready":
+                        time.sleep(0.05)
+                    page["index_ms"] = 1000 * (time.perf_counter() - t)
+                    while client.get(base + "/errors").json()["state"] != "ready":  # then the test report
+                        time.sleep(0.05)
+                    page["report_ms"] = 1000 * (time.perf_counter() - t)
+                url = base + "/predict?neighbours=0"
+                http, r = _timed(client, repeat, warmup, lambda c: c.post(
+                    url, content=png, headers={"x-filename": "bench.png"}))
+                layers = len(r.json()["layers"])
+                unit = f"{base}/unit?layer={r.json()['layers'][3]['name']}&channel=0&y=1&x=1"
+                times, _ = _timed(client, repeat, warmup, lambda c: c.post(
+                    unit, content=png, headers={"x-filename": "bench.png"}))
+                page["unit_p50"] = statistics.median(times)
+                if data:
+                    times, _ = _timed(client, repeat, warmup, lambda c: c.post(
+                        base + "/predict?neighbours=8", content=png, headers={"x-filename": "bench.png"}))
+                    page["neighbours_p50"] = statistics.median(times)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -123,4 +154,4 @@ def measure(model_name: str, repeat: int, warmup: int = 3, threads: int = 0) -> 
                     forward.append(1000 * (time.perf_counter() - t))
     return {"model": model_name, "layers": layers, "http_p50": statistics.median(http),
             "http_p90": _p(http, 90), "forward_p50": statistics.median(forward),
-            "budget": BUDGET_MS[model_name]}
+            "budget": BUDGET_MS[model_name], **page}

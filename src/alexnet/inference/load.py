@@ -59,6 +59,8 @@ def run_weights(run_dir: str | Path, split: str | None = None) -> tuple[Path, We
     choice = reported_weights(split, has_best=best.is_file())
     path = best if choice.which == "best" else last
     if not path.is_file():
+        if best.is_file() and split is None:  # nothing reported yet: the weights it has
+            return best, WeightsChoice("best", "the run has reported on no split yet and has no last.pt")
         if best.is_file():
             raise CheckpointError(f"{run_dir} has no checkpoints/last.pt, and its best.pt was chosen on "
                                   f"{split}, the split reported; give {best} itself to use it anyway")

@@ -15,6 +15,7 @@ non-images. docs/explorer.md states the threat model.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import io
 import ipaddress
@@ -39,14 +40,25 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
+from ..checkpoint import CheckpointError
 from ..data import build_source
 from ..data.decode import MAX_IMAGE_PIXELS, ImageDecodeError, decode_file
 from ..data.folder import FolderImageSet
 from ..data.samples import gallery
 from ..errors import UserError
-from ..inference.analysis import Explainer, conv1_stats, subset_indices, train_index
-from ..inference.load import load_trained
-from ..models.summary import summarize
+from ..inference.analysis import (
+    MAX_EMBED_IMAGES,
+    Explainer,
+    SplitReport,
+    conv1_stats,
+    embedding_name,
+    project,
+    receptive_box,
+    split_report,
+    subset_indices,
+    train_index,
+)
+from ..inference.load import load_trained, run_weights
 from ..training.rundir import run_state
 from ..viz import kernel_grid
 
@@ -72,6 +84,10 @@ RUN_FILES = ("config.json", "results.json", "metrics.jsonl", "log.txt", "plots/c
              "plots/confusion.png")
 STATIC = Path(__file__).parent / "static"
 _ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class _Stopped(Exception):
+    """Background work given up: the server stops."""
 
 
 class UploadError(Exception):
@@ -140,7 +156,13 @@ class Entry:
     _explainer: Explainer | None = field(default=None, repr=False)
     _key: tuple | None = field(default=None, repr=False)
     _source: object = field(default=None, repr=False)
-    _index: object = field(default=None, repr=False)
+    _index: tuple | None = field(default=None, repr=False)  # (the explainer it was built with, the index)
+    _report: tuple | None = field(default=None, repr=False)  # (explainer, SplitReport)
+    _projections: dict = field(default_factory=dict, repr=False)
+    _work: threading.Lock = field(default_factory=threading.Lock, repr=False)  # index and report building
+    _warming: threading.Thread | None = field(default=None, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    progress: dict = field(default_factory=lambda: {"state": "waiting", "done": 0, "total": 0})
 
     @property
     def name(self) -> str:
@@ -153,15 +175,30 @@ class Entry:
         return None if self.run_dir is None else inside(self.run_dir / name, self.run_dir)
 
     def checkpoint(self) -> Path | None:
-        """The file the model loads from (None while a run has not saved one yet)."""
+        """The file the model loads from (None while a run has not saved one yet): of a run, the
+        checkpoint that stands for it (:meth:`weights`)."""
         if self.run_dir is not None and self.path == self.run_dir:
-            for name in ("checkpoints/best.pt", "checkpoints/last.pt"):
-                if (self.run_dir / name).is_file():
-                    if (found := self.file(name)) is None:
-                        raise UploadError(403, f"{self.id}: {name} links outside the run folder: not loaded")
-                    return found
-            return None
+            return self.weights()[0]
         return self.path
+
+    def weights(self) -> tuple[Path | None, str | None]:
+        """Of a run, the checkpoint the page shows and why, by the rule training reports by
+        (:func:`alexnet.inference.load.run_weights`): the latest weights while it trains or where best.pt
+        was chosen on the split it reports, else best.pt; (None, None) before its first checkpoint."""
+        if self.run_dir is None or self.path != self.run_dir:
+            return self.path, None
+        if not any((self.run_dir / "checkpoints" / n).is_file() for n in ("best.pt", "last.pt")):
+            return None, None
+        results = self.read_json("results.json")  # read through file(): a link out of the run is not followed
+        split = results.get("test_split") if isinstance(results, dict) else None
+        try:
+            path, choice = run_weights(self.run_dir, split if isinstance(split, str) else None)
+        except CheckpointError as e:
+            raise UploadError(409, f"{self.id}: {e}") from None
+        name = path.relative_to(self.run_dir).as_posix()
+        if (found := self.file(name)) is None:
+            raise UploadError(403, f"{self.id}: {name} links outside the run folder: not loaded")
+        return found, f"{path.name}, {choice}"
 
     def dataset(self) -> str | None:
         """The dataset whose images the page shows: the one the run records in its ``config.json``,
@@ -183,8 +220,18 @@ class Entry:
                 path = self.path if self.model_name else ckpt
                 self._explainer = Explainer(load_trained(str(path), model_name=self.model_name),
                                             self.device)
-                self._key, self._index = key, None
+                self._key, self._index, self._report, self._projections = key, None, None, {}
+                self.progress = {"state": "waiting", "done": 0, "total": 0}
             return self._explainer
+
+    @property
+    def version(self) -> str | None:
+        """A token that changes with the checkpoint file (its size and modification time)."""
+        ckpt = self.checkpoint()
+        if ckpt is None:
+            return None
+        st = ckpt.stat()
+        return f"{st.st_size:x}-{st.st_mtime_ns:x}"
 
     def source(self):
         """The dataset of :meth:`dataset` (None without one, or for data that is not here any more)."""
@@ -199,16 +246,82 @@ class Entry:
                     self._source = False
         return self._source or None
 
-    def index(self):
-        """The fc7 index of the training split (built once per checkpoint, cached in the run)."""
-        ex = self.explainer()
+    def split(self, name: str):
+        """Split ``name`` of :meth:`source`; None when there is no such split (or no dataset)."""
         source = self.source()
-        if source is None or "train" not in source.splits:
+        if source is None or name not in source.splits:
             return None
+        try:
+            return source.split(name)
+        except UserError:
+            return None
+
+    def index(self, wait: bool = True):
+        """The fc7 index of the training split (built once per checkpoint, cached in the run); None
+        without training images, or while it is being built and ``wait`` is false."""
+        ex = self.explainer()
+        if self._index is None and not wait:
+            self.warm()
+            return None
+        split = self.split("train")
+        if split is None:
+            self.progress = {"state": "none", "done": 0, "total": 0}
+            return None
+        with self._work:
+            if self._index is None or self._index[0] is not ex:
+                def step(done, total):
+                    self._check_stop()
+                    self.progress = {"state": "building", "done": done, "total": total}
+
+                self.progress = {"state": "building", "done": 0, "total": min(len(split), MAX_EMBED_IMAGES)}
+                index = train_index(ex, split, self.checkpoint(), self.run_dir, progress=step)
+                self._index = (ex, index)
+                self.progress = {"state": "ready", "done": len(index), "total": len(index)}
+            return self._index[1]
+
+    def report(self, wait: bool = True) -> SplitReport | None:
+        """The model's answers on its test split (error analysis, the out-of-distribution range); None
+        without test images, or while it is being made and ``wait`` is false."""
+        ex = self.explainer()
+        if self._report is None and not wait:
+            self.warm()
+            return None
+        split = self.split("test")
+        if split is None:
+            return None
+        index = self.index()
+        with self._work:
+            if self._report is None or self._report[0] is not ex:
+                self._report = (ex, split_report(ex, split, index, progress=lambda *_: self._check_stop()))
+            return self._report[1]
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped(f"{self.id}: the server is stopping")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the background work (between two batches) and wait for it: the server is stopping."""
+        self._stop.set()
+        if self._warming is not None:
+            self._warming.join(timeout)
+
+    def warm(self) -> None:
+        """Load the model and build its index and test report in a background thread, once per
+        checkpoint, so that the first prediction does not wait for them."""
         with self._lock:
-            if self._index is None:
-                self._index = train_index(ex, source.split("train"), self.checkpoint(), self.run_dir)
-            return self._index
+            if self._warming is not None and self._warming.is_alive():
+                return
+            self._warming = threading.Thread(target=self._warm, name=f"warm-{self.id}", daemon=True)
+            self._warming.start()
+
+    def _warm(self) -> None:
+        try:
+            self.index()
+            self.report()
+        except _Stopped:
+            self.progress = {"state": "waiting", "done": 0, "total": 0}
+        except Exception as e:  # noqa: BLE001 - the page asks again and gets the error then
+            self.progress = {"state": "error", "done": 0, "total": 0, "detail": str(e)[:300]}
 
     def read_json(self, name: str):
         path = self.file(name)
@@ -243,32 +356,79 @@ def _is_run(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "checkpoints").is_dir()
 
 
-def discover(paths: list[str], *, model_name: str | None = None, data: str | None = None) -> list[Entry]:
-    """Entries for run folders, folders of runs, checkpoints and (with ``model_name``) weight files;
-    ``data`` is the dataset of those that record none of their own (see :meth:`Entry.dataset`)."""
+def _found(paths: list[str], *, strict: bool) -> list[tuple[Path, Path | None]]:
+    """(path, run folder or None) of every model under ``paths``; a path that is not there is an error
+    when ``strict``, else skipped (a run folder deleted while serving)."""
     found: list[tuple[Path, Path | None]] = []
     for text in paths:
         p = Path(text).expanduser()
         if not p.exists():
-            raise UserError(f"no such run folder or file: {text}")
+            if strict:
+                raise UserError(f"no such run folder or file: {text}")
+            continue
         if p.is_dir() and _is_run(p):
             found.append((p, p))
         elif p.is_dir():
-            found += [(d, d) for d in sorted(p.iterdir()) if d.is_dir() and _is_run(d)]
+            try:
+                found += [(d, d) for d in sorted(p.iterdir()) if d.is_dir() and _is_run(d)]
+            except OSError:  # the folder went away or cannot be read now: nothing new in it
+                continue
         else:
             run = p.parent.parent if p.parent.name == "checkpoints" and _is_run(p.parent.parent) else None
             found.append((p, run))
-    entries, seen = [], set()
-    for path, run in found:
-        base = _ID.sub("-", path.name if path.is_dir() else f"{path.parent.parent.name}-{path.stem}"
-                       if run else path.stem).strip("-.") or "model"
-        rid, n = base, 2
-        while rid in seen:
-            rid, n = f"{base}-{n}", n + 1
-        seen.add(rid)
-        entries.append(Entry(rid, path.resolve(), run.resolve() if run else None,
-                             model_name if run is None else None, data=data))
-    return entries
+    return found
+
+
+class Catalog(list):
+    """The entries of the paths given to :func:`discover`, in order, and :meth:`refresh`, which looks
+    at those paths again: a run started while the server runs is added (with an id of its own), a
+    run folder deleted is dropped. An entry keeps its id and its loaded model for as long as it exists."""
+
+    RESCAN_SECONDS = 1.0  # at most one look at the folders a second, however often the page asks
+
+    def __init__(self, paths: list[str], model_name: str | None, data: str | None):
+        super().__init__()
+        self.paths, self.model_name, self.data = list(paths), model_name, data
+        self._lock = threading.Lock()
+        self._add(_found(self.paths, strict=True))
+        self._scanned = time.monotonic()
+
+    def _add(self, found: list[tuple[Path, Path | None]]) -> None:
+        known = {e.path for e in self}
+        seen = {e.id for e in self}
+        for path, run in found:
+            if path.resolve() in known:
+                continue
+            base = _ID.sub("-", path.name if path.is_dir() else f"{path.parent.parent.name}-{path.stem}"
+                           if run else path.stem).strip("-.") or "model"
+            rid, n = base, 2
+            while rid in seen:
+                rid, n = f"{base}-{n}", n + 1
+            seen.add(rid)
+            known.add(path.resolve())
+            device = self[0].device if self else "cpu"
+            self.append(Entry(rid, path.resolve(), run.resolve() if run else None,
+                              self.model_name if run is None else None, device=device, data=self.data))
+
+    def refresh(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._scanned < self.RESCAN_SECONDS:
+                return
+            self._add(_found(self.paths, strict=False))
+            self[:] = [e for e in self if e.path.exists()]
+            self._scanned = time.monotonic()
+
+    def get(self, rid: str) -> Entry | None:
+        for e in self:
+            if e.id == rid:
+                return e
+        return None
+
+
+def discover(paths: list[str], *, model_name: str | None = None, data: str | None = None) -> Catalog:
+    """Entries for run folders, folders of runs, checkpoints and (with ``model_name``) weight files;
+    ``data`` is the dataset of those that record none of their own (see :meth:`Entry.dataset`)."""
+    return Catalog(paths, model_name, data)
 
 
 def png(array: np.ndarray) -> bytes:
@@ -387,8 +547,9 @@ async def upload_bytes(request: Request) -> tuple[bytes, str]:
 
 
 def explanation_json(entry: Entry, image: torch.Tensor, *, k: int, target: int | None, maps: bool,
-                     neighbours: int) -> dict:
-    """The predict endpoint's answer for one uint8 (C, S, S) image."""
+                     neighbours: int, label: int | None = None, wait: bool = True) -> dict:
+    """The predict endpoint's answer for one uint8 (C, S, S) image (``label``: its true class, if known).
+    Without ``wait``, an index still being built is not waited for: the answer says how far it is."""
     ex = entry.explainer()
     loaded = ex.loaded
     try:
@@ -404,23 +565,39 @@ def explanation_json(entry: Entry, image: torch.Tensor, *, k: int, target: int |
         "target": {"index": out.cam_class, "name": None if out.cam_class is None
                    else loaded.class_names[out.cam_class]},
         "cam": None if out.cam is None else {"height": out.cam.shape[0], "width": out.cam.shape[1],
+                                            "layer": out.cam_layer,
                                             "data": _b64((out.cam * 255).round().byte())},
         "layers": [{"name": m.name, "kind": m.kind, "channels": m.maps.shape[0], "height": m.maps.shape[1],
                     "width": m.maps.shape[2], "order": m.order.tolist(),
                     "strength": [round(v, 5) for v in m.strength.tolist()],
-                    "max": float(m.maps.max()), "data": _b64(_to_uint8(m.maps))} for m in out.layers],
+                    "min": float(m.maps.min()), "max": float(m.maps.max()), "data": _b64(_to_uint8(m.maps))}
+                   for m in out.layers],
         "neighbours": [],
     }
+    if out.cam is None:
+        answer["cam_note"] = "not available: every map of this model is 1x1, so no layer says where"
+    if label is not None:
+        answer["label"] = {"index": label, "name": loaded.class_names[label],
+                           "probability": float(out.probs[label])}
     if neighbours > 0:
-        index = entry.index()
-        if index is None:
-            answer["neighbours_note"] = "no training images: this model came without its dataset"
+        index = entry.index(wait=wait)
+        if index is None and entry.progress["state"] in ("none", "error"):
+            answer["neighbours_note"] = "no training images: this model came without its dataset" \
+                if entry.progress["state"] == "none" else f"the index failed: {entry.progress.get('detail')}"
+        elif index is None:
+            answer["neighbours_pending"] = dict(entry.progress)
         else:
+            found = index.search(out.embedding, neighbours)
             answer["neighbours"] = [
                 {"index": n.index, "label": n.label, "name": loaded.class_names[n.label],
                  "distance": n.distance, "url": f"/api/runs/{entry.id}/images/train/{n.index}.png"}
-                for n in index.search(out.embedding, neighbours)]
+                for n in found]
             answer["neighbours_total"] = len(index)
+            report = entry.report(wait=wait)
+            threshold = None if report is None else report.unlike()
+            if found and threshold is not None:
+                answer["ood"] = {"distance": found[0].distance, "threshold": threshold,
+                                 "unlike": found[0].distance > threshold, "test_images": len(report.indices)}
     return answer
 
 
@@ -438,6 +615,10 @@ def run_card(entry: Entry) -> dict:
             "config": {k: cfg[k] for k in keys if k in cfg},
             "results": None if results is None else {k: results.get(k) for k in scores},
             "files": [f for f in RUN_FILES if entry.file(f) is not None]}
+    try:  # a run whose weights cannot be shown is still listed, saying why
+        card["version"], card["weights"] = entry.version, entry.weights()[1]
+    except UploadError as e:
+        card["version"], card["weights"] = None, f"not shown: {e}"
     return card
 
 
@@ -447,19 +628,40 @@ def full_card(entry: Entry) -> dict:
         card["loaded"] = False
         return card
     ex = entry.explainer()
+    entry.warm()  # the neighbour index and the test report, before the first prediction asks for them
     model, loaded = ex.model, ex.loaded
-    source = entry.source()
+    test = entry.split("test")
     card.update({
         "loaded": True, "model": model.name, "num_classes": model.num_classes, "embed_dim": model.embed_dim,
-        "class_names": loaded.class_names,
+        "embedding": embedding_name(model), "class_names": loaded.class_names,
         "input": {"channels": ex.channels, "base_size": ex.base_size, "crop": ex.preset.crop},
-        "summary": summarize(model).to_dict(), "towers": getattr(model, "towers", 1),
-        "conv1": conv1_stats(model), "layers": [{"name": layer.name,
-                                                 "kind": layer.kind} for layer in ex.layers],
-        "test_images": len(source.split("test")) if source is not None and (
-            "test" in source.splits or "val" in source.splits) else 0,
+        "summary": ex.summary().to_dict(), "towers": getattr(model, "towers", 1),
+        "conv1": conv1_stats(model),
+        "layers": [{"name": la.name, "kind": la.kind, "caption": la.caption, "about": la.about,
+                    "shape": list(la.shape), "receptive_field": la.rf[0] if la.rf[0] < 10**6 else None,
+                    "inputs": None if la.conv is None else la.conv.in_channels // la.conv.groups}
+                   for la in ex.layers],
+        "cam_layer": None if ex.cam_layer is None else ex.cam_layer.name,
+        "test_images": 0 if test is None else len(test), "index": dict(entry.progress),
     })
     return card
+
+
+def errors_json(entry: Entry) -> dict:
+    """The confusion matrix of the run's test split and every answer in it, once the report is made."""
+    ex = entry.explainer()
+    report = entry.report(wait=False)
+    if report is None:
+        if entry.split("test") is None:
+            raise UploadError(404, f"{entry.id} has no test images: no error analysis")
+        return {"state": "building", "progress": dict(entry.progress)}
+    k = ex.model.num_classes
+    return {"state": "ready", "class_names": ex.loaded.class_names, "confusion": report.confusion(k).tolist(),
+            "total": len(entry.split("test")), "shown": len(report.indices),
+            "correct": int((report.predicted == report.labels).sum()), "unlike": report.unlike(),
+            "images": [[i, y, p, round(c, 4), round(t, 4)] for i, y, p, c, t in zip(
+                report.indices.tolist(), report.labels.tolist(), report.predicted.tolist(),
+                report.confidence.tolist(), report.true_probability.tolist())]}
 
 
 def _host_name(header: str) -> str:
@@ -522,13 +724,23 @@ def create_app(entries: list[Entry], *, device: str = "cpu", host: str = "127.0.
                allow_hosts: tuple[str, ...] = ()) -> FastAPI:
     """The explorer: the page at ``/``, its files under ``/static``, the JSON API under ``/api``.
     ``host`` is the address it is bound to and, with ``allow_hosts``, what :class:`HostCheck` accepts."""
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        first = next((e for e in entries if e.status() != "training"), None)
+        with contextlib.suppress(UploadError):  # weights it cannot show: the page says why when asked
+            if first is not None and first.checkpoint() is not None:
+                first.warm()  # the model the page opens with: its index is built while the page loads
+        yield
+        for e in list(entries):  # no thread left computing when the process ends
+            e.stop()
+
     app = FastAPI(title="alexnet explorer", docs_url=None, redoc_url=None, openapi_url=None,
-                  default_response_class=SafeJSON)
+                  default_response_class=SafeJSON, lifespan=lifespan)
     app.add_middleware(HostCheck, host=host, allowed=tuple(allow_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    by_id = {e.id: e for e in entries}
     for e in entries:
         e.device = device
+    refresh = getattr(entries, "refresh", lambda: None)  # a Catalog looks at its folders again
     photos = gallery()
     decoding = anyio.CapacityLimiter(DECODE_SLOTS)
 
@@ -550,9 +762,13 @@ def create_app(entries: list[Entry], *, device: str = "cpu", host: str = "127.0.
         return SafeJSON({"detail": str(exc)}, status_code=422)
 
     def get(rid: str) -> Entry:
-        if rid not in by_id:
+        found = next((e for e in entries if e.id == rid), None)
+        if found is None:
+            refresh()  # a run started since the last look
+            found = next((e for e in entries if e.id == rid), None)
+        if found is None:
             raise HTTPException(404, f"no model named {rid!r} on this page")
-        return by_id[rid]
+        return found
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -560,6 +776,7 @@ def create_app(entries: list[Entry], *, device: str = "cpu", host: str = "127.0.
 
     @app.get("/api/runs")
     def runs():
+        refresh()
         return [run_card(e) for e in entries]
 
     @app.get("/api/runs/{rid}")
@@ -571,8 +788,73 @@ def create_app(entries: list[Entry], *, device: str = "cpu", host: str = "127.0.
         e = get(rid)
         history = e.metrics()
         cfg = (e.read_json("config.json") or {}).get("config", {})
-        return {"status": e.status(), "epochs": cfg.get("epochs"),
+        return {"status": e.status(), "epochs": cfg.get("epochs"), "version": e.version,
                 "history": [r for r in history if r.get("epoch", 0) > since]}
+
+    @app.get("/api/runs/{rid}/index")
+    def index_progress(rid: str):
+        e = get(rid)
+        if e.checkpoint() is not None and e.progress["state"] == "waiting":
+            e.warm()
+        return dict(e.progress)
+
+    @app.get("/api/runs/{rid}/errors")
+    async def errors(rid: str):
+        return await run_in_threadpool(errors_json, get(rid))
+
+    @app.get("/api/runs/{rid}/projection")
+    async def projection(rid: str, method: str = "pca"):
+        e = get(rid)
+        if method not in ("pca", "tsne"):
+            raise HTTPException(422, f"unknown projection {method!r}: pca or tsne")
+        report = await run_in_threadpool(e.report)
+        if report is None:
+            raise HTTPException(404, f"{e.id} has no test images to project")
+        if method not in e._projections:  # t-SNE takes seconds: once per checkpoint
+            e._projections[method] = await run_in_threadpool(project, report.embeddings, method)
+        xy = e._projections[method]
+        return {"method": method, "embedding": embedding_name(e.explainer().model),
+                "points": [[round(a, 4), round(b, 4), i, y, p] for (a, b), i, y, p in zip(
+                    xy.tolist(), report.indices.tolist(), report.labels.tolist(), report.predicted.tolist())]}
+
+    @app.get("/api/runs/{rid}/examples/{layer}/{channel}")
+    async def examples(rid: str, layer: str, channel: int):
+        e = get(rid)
+        ex = await run_in_threadpool(e.explainer)
+        try:
+            found = ex.layer(layer)
+        except ValueError as err:
+            raise HTTPException(404, str(err)) from None
+        index = await run_in_threadpool(e.index)
+        if index is None or layer not in index.examples:
+            raise HTTPException(404, f"no training images of {e.id} to find what excites {layer}")
+        ex_layer = index.examples[layer]
+        if not 0 <= channel < ex_layer["values"].shape[0]:
+            raise HTTPException(404, f"{layer} has {ex_layer['values'].shape[0]} maps, not {channel + 1}")
+        width = found.shape[2]
+        out = []
+        for j, (value, image, pos) in enumerate(zip(ex_layer["values"][channel].tolist(),
+                                                     ex_layer["images"][channel].tolist(),
+                                                     ex_layer["positions"][channel].tolist())):
+            y, x = divmod(pos, width)
+            out.append({"image": image, "value": value, "y": y, "x": x,
+                        "box": list(receptive_box(found, y, x, ex.side)),
+                        "url": f"/api/runs/{rid}/examples/{layer}/{channel}/{j}.png"})
+        return {"layer": layer, "channel": channel, "receptive_field": found.rf[0], "examples": out}
+
+    @app.get("/api/runs/{rid}/examples/{layer}/{channel}/{j}.png")
+    async def example_png(rid: str, layer: str, channel: int, j: int):
+        e = get(rid)
+        listed = (await examples(rid, layer, channel))["examples"]
+        if not 0 <= j < len(listed):
+            raise HTTPException(404, f"{layer} map {channel} has {len(listed)} examples, not {j + 1}")
+        item = listed[j]
+        image = await decoded(split_image, e, "train", item["image"])
+        ex = e.explainer()
+        top, left, bottom, right = item["box"]
+        patch = ex.crop(image)[:, top:bottom + 1, left:right + 1]
+        return Response(png(patch.permute(1, 2, 0).numpy()), media_type="image/png",
+                        headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/runs/{rid}/files/{name:path}")
     def run_file(rid: str, name: str):
@@ -653,37 +935,57 @@ def create_app(entries: list[Entry], *, device: str = "cpu", host: str = "127.0.
             raise HTTPException(404, f"no sample image named {name!r}")
         return FileResponse(photos[name], media_type="image/jpeg")
 
-    @app.post("/api/runs/{rid}/predict")
-    async def predict(request: Request, rid: str, k: int = 5, target: int | None = None, maps: bool = True,
-                      neighbours: int = 8, test: int | None = None, sample: str | None = None):
-        e = get(rid)
-        started = time.perf_counter()
-        ex = await run_in_threadpool(e.explainer)
+    async def image_of(request: Request, e: Entry, ex: Explainer, test: int | None, sample: str | None):
+        """The image a request names: a test image by index, a sample photo by name, or its body;
+        with what is known of it and its true class (a test image's label, else None)."""
         if test is not None:
-            image, info = await decoded(split_image, e, "test", test), {"source": f"test image {test}"}
-        elif sample is not None:
+            image = await decoded(split_image, e, "test", test)
+            return image, {"source": f"test image {test}"}, int(split_of(e, "test").targets[test])
+        if sample is not None:
             if sample not in photos:
                 raise HTTPException(404, f"no sample image named {sample!r}")
             image, info = await decoded(decode_upload, photos[sample].read_bytes(), sample, ex.base_size,
                                         ex.channels)
-        else:
-            data, name = await upload_bytes(request)
-            image, info = await decoded(decode_upload, data, name, ex.base_size, ex.channels)
-            del data  # the upload's bytes: up to 20 MB no longer needed while the model runs
+            return image, info, None
+        data, name = await upload_bytes(request)
+        image, info = await decoded(decode_upload, data, name, ex.base_size, ex.channels)
+        return image, info, None
+
+    @app.post("/api/runs/{rid}/predict")
+    async def predict(request: Request, rid: str, k: int = 5, target: int | None = None, maps: bool = True,
+                      neighbours: int = 8, test: int | None = None, sample: str | None = None,
+                      wait: bool = True):
+        e = get(rid)
+        started = time.perf_counter()
+        ex = await run_in_threadpool(e.explainer)
+        image, info, label = await image_of(request, e, ex, test, sample)
         answer = await run_in_threadpool(explanation_json, e, image, k=max(1, min(k, 20)), target=target,
-                                         maps=maps, neighbours=max(0, min(neighbours, 32)))
+                                         maps=maps, neighbours=max(0, min(neighbours, 32)), label=label,
+                                         wait=wait)
         answer["input"] = info
         answer["ms"] = round(1000 * (time.perf_counter() - started), 1)
         return answer
 
+    @app.post("/api/runs/{rid}/unit")
+    async def unit(request: Request, rid: str, layer: str, channel: int, y: int, x: int,
+                   test: int | None = None, sample: str | None = None):
+        e = get(rid)
+        ex = await run_in_threadpool(e.explainer)
+        image, _, _ = await image_of(request, e, ex, test, sample)
+        try:
+            return await run_in_threadpool(ex.unit, image, layer, channel, y, x)
+        except ValueError as err:
+            raise HTTPException(404, str(err)) from None
+
     @app.get("/api/compare")
     def compare(ids: str = ""):
-        chosen = [get(i) for i in ids.split(",") if i] or entries
+        refresh()
+        chosen = [get(i) for i in ids.split(",") if i] or list(entries)
         rows = []
         for e in chosen:
             row = run_card(e)
-            row["history"] = [{k: r.get(k) for k in ("epoch", "train_loss", "val_loss", "val_top1",
-                                                     "val_top5")}
+            row["history"] = [{k: r.get(k) for k in ("epoch", "train_loss", "train_top1", "val_loss",
+                                                     "val_top1", "val_top5", "lr")}
                               for r in e.metrics()]
             rows.append(row)
         return rows
