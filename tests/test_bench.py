@@ -165,6 +165,28 @@ def test_bench_infer_table(cli):
     assert "ours, plain" not in r.stdout  # no flags given: ours is the plain path
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # torch.ao's deprecation notice
+def test_bench_infer_int8_is_checked_and_profiled(capsys):
+    """``--int8`` on the real clock: the report names the path, checks its logits against the same
+    weights in eager float32 within the bounds it states, and ``--profile`` times each contender's
+    layers by family: the reference's are those of its architecture (bench/reference.py)."""
+    torch.manual_seed(0)
+    out = run_main(capsys, "bench", "infer", "--model", "nnott-lenet", "--batch-size", 32, "--steps", 1,
+                   "--warmup", 0, "--int8", "--profile", "--peak-tflops", 1.0, "--device", "cpu", "--json")
+    report = json.loads(out)
+    assert report["int8"] and report["ours"].startswith("int8")
+    check = report["check"]
+    assert (check["precision"], check["images"]) == ("int8", 32)
+    assert check["tolerance"] == {"relative_error": 0.05, "top1_agreement": 0.85}
+    assert check["relative_error"] < 0.05 and check["top1_agreement"] >= 0.85 and check["within"]
+    assert report["ratio"] > 0
+    assert set(report["profile"]) == {"ours", "ours, plain", "reference"}
+    timed = {family for family, ms in report["profile"]["reference"].items() if ms > 0}
+    # conv, batch norm, ReLU, max-pool (twice), conv, ReLU, then linear layers
+    assert timed >= {"convolution", "batch norm", "activation", "pooling", "linear", "step"}
+    assert report["profile"]["ours"]["int8 quantize / dequantize"] > 0  # only ours converts
+
+
 def test_bench_lrn_json(monkeypatch, capsys):
     clock = install(monkeypatch)
     seconds = {"ours": 0.002, "torch": 0.005}  # per call
@@ -201,6 +223,7 @@ def test_bench_lrn_json(monkeypatch, capsys):
     (["train", "--model", "lenet5", "--batch-size", "0"], "--batch-size"),
     (["train", "--model", "lenet5", "--cuda-graphs", "--device", "cpu"], "CUDA"),
     (["lrn", "--shape", "1,2"], "--shape"),
+    (["infer", "--model", "lenet5", "--int8", "--amp", "bf16"], "--int8"),
 ])
 def test_bench_bad_input(cli, args, words):
     r = cli("bench", *args)

@@ -14,6 +14,7 @@ from helpers.lrn import MODES, activations, paper_loop
 from torch import nn
 
 from alexnet.models import create_model
+from alexnet.models import lrn as lrn_module
 from alexnet.models.lrn import LRN_MODES, LocalResponseNorm, fused_kernel, local_response_norm, lrn_reference
 
 
@@ -159,9 +160,37 @@ def test_the_models_normalize_per_tower():
 def test_cpu_uses_the_fused_kernel(dtype):
     x = activations((2, 8, 3, 3), scale=30.0, dtype=dtype).requires_grad_(True)
     assert type(local_response_norm(x, groups=2).grad_fn).__name__ == "_LRNCpuBackward"
-    # bf16 has no C loop: the eager function normalizes it (in float32)
-    y = local_response_norm(x.detach().bfloat16().requires_grad_())
-    assert type(y.grad_fn).__name__ == "_LRNFunctionBackward"
+    # bf16 / fp16: the C loop on a float32 copy, its output rounded back once
+    for half in (torch.bfloat16, torch.float16):
+        xh = x.detach().to(half).requires_grad_()
+        y = local_response_norm(xh, groups=2)
+        assert y.dtype == half and type(y.grad_fn.next_functions[0][0]).__name__ == "_LRNCpuBackward"
+        assert torch.equal(y, local_response_norm(xh.detach().float(), groups=2).to(half))
+
+
+@pytest.mark.skipif(fused_kernel("cpu") is None, reason="no C compiler built the CPU LRN kernel")
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("towers", [1, 2])
+def test_bf16_inference_reads_and_writes_bf16_in_the_c_loop(channels_last, towers):
+    """Without a gradient, bf16 goes through the C loop's own bf16 reads and writes: bit for bit what
+    torch's float32 -> bfloat16 rounding (nearest even) gives of the float32 loop, in either layout and
+    over 70 positions (a full NCHW tile of 64 and a partial one), a NaN kept NaN; and the paper's formula in
+    float64 within one bf16 rounding."""
+    x = activations((3, 12, 7, 10), scale=30.0, channels_last=channels_last).bfloat16()
+    x[0, 3, 2, 2] = float("nan")
+    with torch.inference_mode():
+        y = local_response_norm(x, groups=towers)
+    assert y.dtype == torch.bfloat16
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    want = local_response_norm(x.float(), groups=towers).bfloat16()  # the float32 loop, torch's rounding
+    torch.testing.assert_close(y, want, rtol=0, atol=0, equal_nan=True)  # NaN's payload bits may differ
+    nan = y[0, :, 2, 2].isnan()  # channel 3's NaN reaches the windows of channels 1 to 5, no other
+    assert nan[1:6].all() and not nan[0] and not nan[6:].any()
+    x[0, 3, 2, 2] = 1.0
+    with torch.no_grad():
+        y = local_response_norm(x, groups=towers)
+    paper = paper_loop(x.double(), 5, 1e-4, 0.75, 2.0, towers)
+    torch.testing.assert_close(y.double(), paper, rtol=2 ** -8, atol=0)
 
 
 def test_without_a_c_compiler_the_eager_function_runs(tmp_path):
@@ -174,3 +203,29 @@ def test_without_a_c_compiler_the_eager_function_runs(tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["None", "_LRNFunctionBackward"]
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # torch.ao's deprecation notice
+@pytest.mark.parametrize("kernel, channels_last, towers", [
+    (True, False, 1), (True, False, 2), (True, True, 1), (True, True, 2), (False, True, 2)])
+def test_int8_lrn_gives_the_formulas_codes(kernel, channels_last, towers, monkeypatch):
+    """On quint8 tensors (int8 inference) LRN returns the codes of the paper's formula (float64 loop)
+    applied to the dequantized input, rounded half to even to the output's scale and zero point: at
+    most one code off, only where float32 and float64 round a value on a half-step apart. Both the
+    fused C kernel and the fallback (dequantize, LRN, quantize) are held to it."""
+    if not kernel:
+        monkeypatch.setattr(lrn_module, "_kernels", lambda device_type: None)
+    elif fused_kernel("cpu") is None:
+        pytest.skip("no C compiler built the CPU LRN kernel")
+    n, alpha, beta, k, _ = MODES["paper"]
+    x = activations((3, 14, 6, 5), scale=10.0, channels_last=channels_last)
+    qx = torch.quantize_per_tensor(x, 0.25, 3, torch.quint8)
+    scale, zero = 0.1, 7
+    want = paper_loop((qx.int_repr().double() - 3) * 0.25, n, alpha, beta, k, towers)
+    want_codes = (torch.round(want / scale) + zero).clamp(0, 255)  # torch.round: half to even
+    got = LocalResponseNorm.from_mode("paper", groups=towers).to_int8(scale, zero)(qx)
+    assert got.dtype == torch.quint8 and (got.q_scale(), got.q_zero_point()) == (scale, zero)
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert want_codes.max() > 150  # the codes span most of the range
+    off = (got.int_repr().double() - want_codes).abs()
+    assert off.max() <= 1 and (off > 0).double().mean() < 0.01

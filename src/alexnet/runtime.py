@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import warnings
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -128,3 +131,91 @@ def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool
 def prepare_input(x: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
     """A batch of images on ``device`` in the layout :func:`prepare_model` gave the model."""
     return x.to(device, memory_format=memory_format(channels_last), non_blocking=True)
+
+
+# int8 inference -------------------------------------------------------------------------------------
+
+INT8_ENGINES = ("onednn", "x86", "fbgemm", "qnnpack")  # torch's quantized back ends, the first present wins
+# runs of layers torch.ao fuses into one quantized kernel (the ReLU becomes the kernel's output clamp)
+_INT8_FUSIONS = ((nn.Conv2d, nn.BatchNorm2d, nn.ReLU), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv2d, nn.ReLU),
+                 (nn.Linear, nn.ReLU))
+# layers that torch.ao converts, or that compute on quint8 tensors as they are; any other layer runs in
+# float32 between a dequantize and a quantize, unless it has ``to_int8(scale, zero_point)`` (LRN)
+_INT8_LAYERS = (nn.Conv2d, nn.Linear, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d,
+                nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity)
+
+
+def int8_engine() -> str:
+    """The quantized back end int8 inference uses here (oneDNN where this torch build has it)."""
+    engines = torch.backends.quantized.supported_engines
+    found = next((e for e in INT8_ENGINES if e in engines), None)
+    if found is None:
+        raise UserError(f"int8 inference needs a quantized engine; this torch build has none ({engines})")
+    return found
+
+
+def _int8_layers(seq: nn.Sequential) -> nn.Sequential:
+    """``seq`` with its conv / linear (+ batch norm) + ReLU runs fused, every other layer that torch.ao
+    cannot convert wrapped as (dequantize, layer, quantize), between a quantize and a dequantize."""
+    from torch.ao import quantization as tq  # deferred: torch.ao is imported only for int8 inference
+
+    names = [name for name, _ in seq.named_children()]
+    runs, i = [], 0
+    while i < len(names):
+        for pattern in _INT8_FUSIONS:
+            chunk = names[i:i + len(pattern)]
+            kinds = tuple(type(seq.get_submodule(n)) for n in chunk)
+            if kinds == pattern:
+                runs.append(chunk)
+                i += len(pattern) - 1
+                break
+        i += 1
+    seq = tq.fuse_modules(seq, runs) if runs else seq
+    for name, layer in list(seq.named_children()):
+        # torch.ao's own modules are the fused runs; dropout in eval mode passes the codes on
+        if isinstance(layer, _INT8_LAYERS) or type(layer) is nn.Dropout or type(layer).__module__.startswith(
+                "torch.ao."):
+            continue
+        layer.qconfig = None  # stays float32
+        setattr(seq, name, nn.Sequential(tq.DeQuantStub(), layer, tq.QuantStub()))
+    return nn.Sequential(tq.QuantStub(), seq, tq.DeQuantStub())
+
+
+def int8_model(model: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
+    """A copy of the eval-mode CPU ``model`` for int8 inference, ``model`` left as it is.
+
+    Post-training static quantization with torch.ao (eager mode): each ``nn.Sequential`` child of the
+    model (a zoo model's ``features`` and ``classifier``) computes in 8 bits, weights per output channel
+    (qint8), activations per tensor (quint8) with ranges observed on the ``calibration`` batches
+    (inputs as the model takes them: the images the model will see, or like them). Convolutions and
+    linear layers run fused with their ReLU in the quantized engine of :func:`int8_engine`, pooling on
+    the 8-bit codes; a layer with ``to_int8`` (LRN) gives its own 8-bit form; any other layer runs in
+    float32 between a dequantize and a quantize. Feed channels-last inputs (``prepare_input``): the
+    engine's kernels are NHWC. Sets ``torch.backends.quantized.engine``.
+    """
+    from torch.ao import quantization as tq  # deferred: torch.ao is imported only for int8 inference
+
+    engine = int8_engine()
+    torch.backends.quantized.engine = engine
+    q = copy.deepcopy(model).cpu().eval()
+    trunks = [name for name, child in q.named_children() if isinstance(child, nn.Sequential)]
+    if not trunks:
+        raise UserError(f"int8 inference quantizes a model's nn.Sequential parts; "
+                        f"{type(model).__name__} has none")
+    with warnings.catch_warnings():  # torch.ao's deprecation notices (its successor is torchao)
+        warnings.simplefilter("ignore")
+        for name in trunks:
+            setattr(q, name, _int8_layers(getattr(q, name)))
+        q.qconfig = tq.get_default_qconfig(engine)
+        tq.prepare(q, inplace=True)
+        with torch.no_grad():
+            for x in calibration:
+                q(x)
+        tq.convert(q, inplace=True)
+    from torch.ao.nn.quantized import Quantize  # deferred: as above
+
+    for name, island in list(q.named_modules()):
+        if isinstance(island, nn.Sequential) and len(island) == 3 and hasattr(island[1], "to_int8") \
+                and isinstance(island[2], Quantize):  # (dequantize, layer, quantize) -> the layer's own
+            q.set_submodule(name, island[1].to_int8(float(island[2].scale), int(island[2].zero_point)))
+    return q

@@ -38,6 +38,10 @@ def _add_model_parsers(bsub) -> None:
         if what == "infer":
             g.add_argument("--compile-frozen", action="store_true",
                            help="compile with the weights frozen into the graph (oneDNN prepacking)")
+            g.add_argument("--int8", action="store_true",
+                           help="8-bit weights and activations (torch.ao static quantization, CPU), ranges "
+                                "observed on one synthetic batch of its own; the logits are checked against "
+                                "float32")
         add_device(p)
         p.add_argument("--threads", type=bounded_int(1),
                        help="CPU threads for every contender (default: torch's choice)")
@@ -47,6 +51,9 @@ def _add_model_parsers(bsub) -> None:
                        help="untimed steps per contender first; compilation happens here (default: 2)")
         p.add_argument("--peak-tflops", type=float,
                        help="the device's peak rate for the FLOP utilisation (default: measured by a matmul)")
+        p.add_argument("--profile", action="store_true",
+                       help="also run 3 steps of each eager contender under torch.profiler and print the "
+                            "milliseconds per layer family (convolution, LRN, pooling, linear, ...)")
         p.add_argument("--lrn-cost", action="store_true",
                        help="also time the same model with lrn=False (same flags) and print the step-time "
                             "ratio with / without LRN")

@@ -12,6 +12,10 @@
  * `real` is float or double (compiled once for each, -Dreal=...). Tensors are dense (N, C, H, W),
  * NCHW or channels-last (NHWC); the caller passes the images [0, n) of its share of the batch.
  * Every inner loop runs over unit-stride memory so the compiler vectorizes it.
+ *
+ * lrn_forward_u8 and lrn_forward_bf16 are the forward on 8-bit quantized and on bfloat16 tensors
+ * (inference): they compute what widen -> forward -> narrow computes, reading and writing the narrow
+ * type once per element, the float work done on a tile held in cache.
  */
 #include <tgmath.h> /* sqrt, pow of `real` */
 #include <stdint.h>
@@ -201,4 +205,112 @@ int lrn_backward(const real *g, const real *x, real *dx, int64_t n, int64_t c, i
 {
     return lrn(g, x, dx, n, c, hw, channels_last, groups, before, after, (real)alpha, (real)beta,
                (real)k);
+}
+
+/* Forwards on tensors stored in fewer bits (inference): 8-bit quantized codes (quint8, per-tensor
+ * affine) and bfloat16. Each row is widened into a float buffer, normalized as above, and narrowed
+ * again as it is written: one read and one write of the narrow type per element. */
+struct narrow {
+    int bf16;               /* 1: bfloat16 storage; 0: quint8 codes */
+    real value[256];        /* quint8: each code's value, as torch's dequantize computes it in float */
+    float inv_scale;        /* quint8: 1 / the output's scale */
+    float zero;             /* quint8: the output's zero point */
+};
+
+static void widen(const void *x, int64_t at, real *dst, int64_t len, const struct narrow *nw)
+{
+    if (nw->bf16) {
+        const uint16_t *b = (const uint16_t *)x + at;
+        for (int64_t i = 0; i < len; i++) {
+            uint32_t u = (uint32_t)b[i] << 16; /* bfloat16 is a float's high half */
+            float f;
+            memcpy(&f, &u, sizeof f);
+            dst[i] = (real)f;
+        }
+    } else {
+        const uint8_t *q = (const uint8_t *)x + at;
+        for (int64_t i = 0; i < len; i++)
+            dst[i] = nw->value[q[i]];
+    }
+}
+
+/* quint8: round to the nearest code (ties to even, as torch.quantize_per_tensor), clamped to [0, 255],
+ * rintf and the clamp in float so that the loop vectorizes. bfloat16: round to nearest even, as
+ * c10::BFloat16 rounds a float, a NaN to the quiet NaN 0x7fc0. */
+static void narrow_to(const real *y, void *out, int64_t at, int64_t len, const struct narrow *nw)
+{
+    if (nw->bf16) {
+        uint16_t *b = (uint16_t *)out + at;
+        for (int64_t i = 0; i < len; i++) {
+            float f = (float)y[i];
+            uint32_t u;
+            memcpy(&u, &f, sizeof u);
+            b[i] = f != f ? 0x7fc0 : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        }
+    } else {
+        uint8_t *q = (uint8_t *)out + at;
+        for (int64_t i = 0; i < len; i++) {
+            float v = rintf((float)y[i] * nw->inv_scale) + nw->zero;
+            q[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
+}
+
+/* The forward over images [0, n) of a narrow tensor. Returns 0, or -1 when scratch memory could not be
+ * had. */
+static int narrow_forward(const void *x, void *out, int64_t n, int64_t c, int64_t hw, int channels_last,
+                          int64_t groups, int before, int after, real alpha, real beta, real k,
+                          const struct narrow *nw)
+{
+    real *q, *s, *r, *t;
+    int64_t cg = c / groups, rows = channels_last ? 1 : TILE; /* positions of a tile */
+    int size = before + after + 1;
+    real *buf = scratch(cg, size, channels_last, &q, &s, &r, &t);
+    real *xf = malloc(sizeof(real) * (size_t)(2 * c * rows)), *yf = xf ? xf + c * rows : NULL;
+    if (!buf || !xf) {
+        free(buf), free(xf);
+        return -1;
+    }
+    for (int64_t img = 0; img < n; img++)
+        for (int64_t p0 = 0; p0 < hw; p0 += rows) {
+            int64_t len = hw - p0 < rows ? hw - p0 : rows;
+            if (channels_last) { /* one position: its c channels are contiguous */
+                widen(x, (img * hw + p0) * c, xf, c, nw);
+                for (int64_t gr = 0; gr < groups; gr++)
+                    nhwc_forward(xf + gr * cg, yf + gr * cg, cg, before, size, alpha, beta, k, q, s);
+                narrow_to(yf, out, (img * hw + p0) * c, c, nw);
+            } else { /* a tile of `len` positions of each channel, rows TILE apart in xf and yf */
+                for (int64_t j = 0; j < c; j++)
+                    widen(x, (img * c + j) * hw + p0, xf + j * TILE, len, nw);
+                for (int64_t gr = 0; gr < groups; gr++)
+                    nchw_forward(xf + gr * cg * TILE, yf + gr * cg * TILE, TILE, len, cg, before, after, alpha,
+                                 beta, k, q, s);
+                for (int64_t j = 0; j < c; j++)
+                    narrow_to(yf + j * TILE, out, (img * c + j) * hw + p0, len, nw);
+            }
+        }
+    free(buf), free(xf);
+    return 0;
+}
+
+/* The forward on quint8 tensors: x holds codes q, the values a = in_scale * (q - in_zero); the output
+ * codes are round(b / out_scale) + out_zero. */
+int lrn_forward_u8(const uint8_t *x, uint8_t *out, int64_t n, int64_t c, int64_t hw, int channels_last,
+                   int64_t groups, int before, int after, double alpha, double beta, double k, double in_scale,
+                   int64_t in_zero, double out_scale, int64_t out_zero)
+{
+    struct narrow nw = {.bf16 = 0, .inv_scale = 1.0f / (float)out_scale, .zero = (float)out_zero};
+    for (int v = 0; v < 256; v++)
+        nw.value[v] = (real)((float)((double)(v - in_zero) * in_scale)); /* torch's dequantize, in float */
+    return narrow_forward(x, out, n, c, hw, channels_last, groups, before, after, (real)alpha, (real)beta,
+                          (real)k, &nw);
+}
+
+/* The forward on bfloat16 tensors (raw 16-bit words), computed in `real`, rounded once. */
+int lrn_forward_bf16(const uint16_t *x, uint16_t *out, int64_t n, int64_t c, int64_t hw, int channels_last,
+                     int64_t groups, int before, int after, double alpha, double beta, double k)
+{
+    struct narrow nw = {.bf16 = 1};
+    return narrow_forward(x, out, n, c, hw, channels_last, groups, before, after, (real)alpha, (real)beta,
+                          (real)k, &nw);
 }

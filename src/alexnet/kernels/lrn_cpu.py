@@ -6,7 +6,9 @@ once and write each output once, keeping a tower's window of one position (chann
 64-position tile (NCHW) in cache, and the backward recomputes the window sums from the input instead
 of saving them. Float32 and float64; NCHW or channels-last dense tensors (others are made
 contiguous first). The batch is split across ``torch.get_num_threads()`` threads (the C calls
-release the GIL).
+release the GIL). :func:`lrn_cpu_u8` and :func:`lrn_cpu_bf16` are the forward on 8-bit quantized
+(``torch.quint8``) and on bfloat16 tensors, for inference: the narrow type read and written once per
+element, the same result as widening to float32, normalizing and narrowing again.
 
 The source is compiled on first import with the system's C compiler (``$CC``, else ``cc``) into
 ``$ALEXNET_CACHE/kernels`` (default ``~/.cache/alexnet/kernels``), one shared library per source
@@ -38,6 +40,7 @@ _TYPES = {torch.float32: "float", torch.float64: "double"}
 # n, c, hw; channels_last, groups, before, after; alpha, beta, k
 _ARGS = [*[ctypes.c_int64] * 3, ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_int,
          *[ctypes.c_double] * 3]
+_QUANT_ARGS = [ctypes.c_double, ctypes.c_int64] * 2  # input scale, zero point; output scale, zero point
 
 
 def _cpu_id() -> bytes:
@@ -63,9 +66,10 @@ def _build(real: str) -> ctypes.CDLL:
         dll = ctypes.CDLL(str(lib))
     except (OSError, subprocess.SubprocessError) as e:  # unwritable cache, a hung compiler, a bad library
         raise ImportError(f"building the CPU LRN kernel failed: {e}") from e
-    for name, pointers in (("lrn_forward", 2), ("lrn_backward", 3)):
+    for name, pointers, extra in (("lrn_forward", 2, []), ("lrn_backward", 3, []),
+                                  ("lrn_forward_u8", 2, _QUANT_ARGS), ("lrn_forward_bf16", 2, [])):
         fn = getattr(dll, name)
-        fn.argtypes = [ctypes.c_void_p] * pointers + _ARGS
+        fn.argtypes = [ctypes.c_void_p] * pointers + _ARGS + extra
         fn.restype = ctypes.c_int
     return dll
 
@@ -99,15 +103,15 @@ def _dense(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
 
 
 def _run(name: str, tensors: list[torch.Tensor], fmt: torch.memory_format, groups: int,
-         window: tuple[int, int], alpha: float, beta: float, k: float) -> None:
+         window: tuple[int, int], alpha: float, beta: float, k: float, *extra, lib=None) -> None:
     """Call the C function on every tensor's images, split into one share of the batch per thread."""
     n, c, h, w = tensors[0].shape
-    fn = getattr(_LIBS[tensors[0].dtype], name)
+    fn = getattr(lib or _LIBS[tensors[0].dtype], name)
     image = c * h * w * tensors[0].element_size()  # bytes per image, in either layout
 
     def call(lo: int, hi: int) -> int:
         return fn(*(t.data_ptr() + lo * image for t in tensors), hi - lo, c, h * w,
-                  int(fmt == torch.channels_last), groups, *window, alpha, beta, k)
+                  int(fmt == torch.channels_last), groups, *window, alpha, beta, k, *extra)
 
     threads = max(1, min(torch.get_num_threads(), n))
     bounds = [n * i // threads for i in range(threads + 1)]
@@ -148,3 +152,35 @@ def lrn_cpu(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, gro
         raise ValueError(f"lrn_cpu takes non-empty CPU (N, C, H, W) float32/float64 tensors with C divisible "
                          f"by groups={groups}, got {tuple(x.shape)} {x.dtype} on {x.device}")
     return _LRNCpu.apply(x, size, alpha, beta, k, groups)
+
+
+def lrn_cpu_u8(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1, *,
+               scale: float, zero_point: int) -> torch.Tensor:
+    """LRN of a ``torch.quint8`` CPU tensor (per-tensor affine), quantized with ``scale`` and ``zero_point``:
+    ``quantize(lrn(x.dequantize()))`` in one pass, float32 inside, ties rounded to even as torch does."""
+    if not (x.device.type == "cpu" and x.dim() == 4 and x.dtype == torch.quint8 and x.numel() > 0
+            and x.qscheme() == torch.per_tensor_affine and groups >= 1 and x.shape[1] % groups == 0):
+        raise ValueError(f"lrn_cpu_u8 takes non-empty per-tensor quint8 CPU (N, C, H, W) tensors with C "
+                         f"divisible by groups={groups}, got {tuple(x.shape)} {x.dtype} on {x.device}")
+    x, fmt = _dense(x)
+    out = torch._empty_affine_quantized(x.shape, scale=scale, zero_point=zero_point, dtype=torch.quint8,
+                                        memory_format=fmt)
+    _run("lrn_forward_u8", [x, out], fmt, groups, (size // 2, (size - 1) // 2), alpha, beta, k,
+         x.q_scale(), x.q_zero_point(), scale, zero_point, lib=_LIBS[torch.float32])
+    return out
+
+
+def lrn_cpu_bf16(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                 groups: int = 1) -> torch.Tensor:
+    """LRN of a bfloat16 CPU tensor for inference (no gradient): each element widened to float32 as it is
+    read, normalized, and rounded to bfloat16 once as it is written (round to nearest even, as
+    ``Tensor.bfloat16()``): the result of ``lrn_cpu(x.float(), ...).bfloat16()`` without the two copies."""
+    if not (x.device.type == "cpu" and x.dim() == 4 and x.dtype == torch.bfloat16 and x.numel() > 0
+            and groups >= 1 and x.shape[1] % groups == 0):
+        raise ValueError(f"lrn_cpu_bf16 takes non-empty bfloat16 CPU (N, C, H, W) tensors with C divisible "
+                         f"by groups={groups}, got {tuple(x.shape)} {x.dtype} on {x.device}")
+    x, fmt = _dense(x)
+    out = torch.empty_like(x, memory_format=fmt)
+    _run("lrn_forward_bf16", [x, out], fmt, groups, (size // 2, (size - 1) // 2), alpha, beta, k,
+         lib=_LIBS[torch.float32])
+    return out

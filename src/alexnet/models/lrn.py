@@ -20,11 +20,17 @@ Four implementations of the one function, picked by :func:`local_response_norm`:
 - CUDA with Triton installed: a fused kernel (``alexnet.kernels.lrn_triton``), one read of the
   input and one write of the output and of the window sums, and the same for the backward.
 - CPU with a C compiler: a fused C loop (``alexnet.kernels.lrn_cpu``), one read of the input and
-  one write of the output; the backward recomputes the window sums from the input.
+  one write of the output; the backward recomputes the window sums from the input. bf16 and fp16
+  inputs (autocast's) run it on a float32 copy in the same layout, rounded back once; bf16 inference
+  (no gradient) reads and writes bf16 in the loop itself.
 - Under ``torch.compile``: :func:`lrn_reference`, plain tensor ops the compiler fuses itself.
-- Elsewhere (MPS, CUDA without Triton, CPU without a compiler, bf16 on the CPU): ``_LRNFunction``,
+- Elsewhere (MPS, CUDA without Triton, CPU without a compiler): ``_LRNFunction``,
   a hand-written forward and backward on tensor ops that computes the window sums of squares once
   and reuses them in the backward, allocating only what it must keep (output, window sums).
+
+For int8 inference (``runtime.int8_model``) :meth:`LocalResponseNorm.to_int8` gives
+:class:`QuantizedLocalResponseNorm`, which takes and returns ``torch.quint8`` tensors: the fused C
+kernel's one-byte-in, one-byte-out pass, or dequantize -> LRN -> quantize where it is missing.
 """
 
 from __future__ import annotations
@@ -147,6 +153,7 @@ def fused_kernel(device: torch.device | str) -> str | None:
 
 
 IMPLEMENTATIONS = ("auto", "eager", "reference")
+HALF = (torch.bfloat16, torch.float16)  # normalized in float32 (their 8 or 11 bits would not hold the sums)
 
 
 def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
@@ -168,6 +175,13 @@ def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, bet
     if kernels is not None and kernels.supported(x, groups):
         fused = kernels.lrn_triton if x.is_cuda else kernels.lrn_cpu
         return fused(x, size, alpha, beta, k, groups)
+    if kernels is not None and x.device.type == "cpu" and x.dtype in HALF and x.numel() > 0:
+        # bf16 / fp16 on the CPU (autocast's convolutions give it): the eager ops cost 5x the C loop here
+        # (docs/benchmarks.md). Inference in bf16: the C loop reads and writes bf16 itself; otherwise it
+        # runs on a float32 copy in the same layout, rounded back once (the same values)
+        if x.dtype == torch.bfloat16 and not (torch.is_grad_enabled() and x.requires_grad):
+            return kernels.lrn_cpu_bf16(x, size, alpha, beta, k, groups)
+        return kernels.lrn_cpu(x.float(), size, alpha, beta, k, groups).to(x.dtype)
     return _LRNFunction.apply(x, size, alpha, beta, k, groups)
 
 
@@ -200,3 +214,31 @@ class LocalResponseNorm(nn.Module):
     def extra_repr(self) -> str:
         towers = f", groups={self.groups}" if self.groups > 1 else ""
         return f"size={self.size}, alpha={self.alpha:g}, beta={self.beta}, k={self.k}{towers}"
+
+    def to_int8(self, scale: float, zero_point: int) -> QuantizedLocalResponseNorm:
+        """This layer on ``torch.quint8`` tensors, its output quantized with ``scale`` and ``zero_point``
+        (what ``runtime.int8_model`` measured for it)."""
+        return QuantizedLocalResponseNorm(self, scale, zero_point)
+
+
+class QuantizedLocalResponseNorm(nn.Module):
+    """:class:`LocalResponseNorm` from a ``torch.quint8`` tensor to one quantized with ``scale`` and
+    ``zero_point``: ``quantize(lrn(x.dequantize()))``, normalized in float32."""
+
+    def __init__(self, lrn: LocalResponseNorm, scale: float, zero_point: int):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = lrn.size, lrn.alpha, lrn.beta, lrn.k
+        self.groups = lrn.groups
+        self.scale, self.zero_point = float(scale), int(zero_point)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        args = (self.size, self.alpha, self.beta, self.k, self.groups)
+        kernels = _kernels(x.device.type)
+        if x.device.type == "cpu" and kernels is not None:
+            return kernels.lrn_cpu_u8(x, *args, scale=self.scale, zero_point=self.zero_point)
+        y = local_response_norm(x.dequantize(), *args)
+        return torch.quantize_per_tensor(y, self.scale, self.zero_point, torch.quint8)
+
+    def extra_repr(self) -> str:
+        return (f"size={self.size}, alpha={self.alpha:g}, beta={self.beta}, k={self.k}, "
+                f"groups={self.groups}, scale={self.scale:g}, zero_point={self.zero_point}")
