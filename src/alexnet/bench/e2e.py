@@ -185,7 +185,7 @@ def _measure(args, spec: str, device: torch.device) -> dict:
     fixed = model_input(train_preset, images, generator, cfg.channels_last)
 
     def model_only(steps: int) -> tuple[_Pass, _Watched]:
-        return run([Batch(images, labels)] * steps, lambda _images, _generator: fixed, steps)
+        return run([Batch(images, labels)] * steps, lambda _images, _generator, **_rows: fixed, steps)
 
     sides: dict[str, Callable[[int], tuple[_Pass, _Watched]]] = {"end to end": end_to_end,
                                                                   "model only": model_only}

@@ -68,6 +68,11 @@ def run_weights(run_dir: str | Path, split: str | None = None) -> tuple[Path, We
     return path, choice
 
 
+def _epoch(ckpt: dict) -> str:
+    """" (epoch N)" of a checkpoint that records its epoch (a file saved by hand may not)."""
+    return f" (epoch {ckpt['epoch']})" if isinstance(ckpt.get("epoch"), int) else ""
+
+
 def recorded_data(path: str | Path, model_name: str | None = None) -> str | None:
     """The dataset a run directory, checkpoint or weights file records having been trained on (None: a
     plain weights file says nothing)."""
@@ -98,7 +103,7 @@ def load_trained(path: str, *, model_name: str | None = None, split: str | None 
         load_pretrained(model, ckpt["model"], where=str(p))
         loaded = Loaded(model, ckpt["preset"], list(ckpt["classes"]), list(ckpt["class_names"]),
                         ckpt.get("data"), f"{p}", dict(ckpt["model_options"]),
-                        f"{file.name} (epoch {ckpt['epoch']}): {choice.why}")
+                        f"{file.name}{_epoch(ckpt)}: {choice.why}")
         return _check_fits(loaded)
     model = load_weights(p, model_name)
     cfg = model.pretrained_cfg

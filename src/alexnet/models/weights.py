@@ -204,9 +204,11 @@ def _fits(name: str, state: dict[str, torch.Tensor], num_classes: int, base: dic
     trunk = {"towers": (accepted["towers"], 3 - accepted["towers"])} if "towers" in accepted else {}
     if "in_chans" in accepted:
         trunk["in_chans"] = (first.shape[1],)
-    # Sides s and s - 1 (s even) can give the same shapes: the common sizes first, then even ones.
-    sides = sorted(range(16, 257), key=lambda s: (s not in (28, 32), s % 2,
-                                                  s)) if "img_size" in accepted else [None]
+    # Several sides give the same shapes (s and s - 1 for s even; 224 and 220 on alexnet2012): the
+    # model's own default first, then the common sizes, then even ones.
+    common = (accepted.get("img_size"), 227, 224, 28, 32)
+    sides = sorted(range(16, 257), key=lambda s: (s not in common, common.index(s) if s in common else 0,
+                                                  s % 2, s)) if "img_size" in accepted else [None]
     for values in itertools.product(*trunk.values()):
         options = {**base, **dict(zip(trunk, values))}
         with torch.device("meta"):  # shapes only: nothing is allocated or initialized for real
