@@ -226,3 +226,60 @@ def test_doctor_flags(cli, tmp_path):
     assert r.returncode == 2 and "--doctor-steps: must be >= 1" in r.stderr
     r = cli("train", "--doctor", "maybe", "--out", tmp_path)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_a_resumed_run_counts_and_says_what_an_uninterrupted_one_does(tmp_path):
+    """The stall count, the kinds said and the alerts of the epoch in progress are in the checkpoint
+    (through the file format's weights-only load): a stall that spans a resume is said at the step an
+    uninterrupted run says it. The step after a mid-epoch save is skipped by both runs: the save
+    gathers the running sums (sums_replaced), and a resumed run cannot tell that step's loss."""
+    source = tiny_source()
+    rundir = RunDir(tmp_path / "r")
+    rundir.create()
+    chance = math.log(CLASSES)
+    model = torch.nn.Linear(2, CLASSES)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def doctor(steps=3):
+        return Doctor(model, optimizer, source, None, torch.device("cpu"), rundir, seed=0, steps=steps)
+
+    losses = [2 * chance, chance, chance, chance, chance, chance, chance]  # steps 1-7; saved after step 3
+
+    def steps(d, state, first, last):
+        for step in range(first, last + 1):
+            state.step, state.count = step, state.count + 10
+            state.loss_sum += 10 * losses[step - 1]
+            d.after_step(state, step)
+
+    whole, state = doctor(), TrainState()
+    steps(whole, state, 1, 3)
+    whole.sums_replaced()  # the mid-epoch save
+    steps(whole, state, 4, 7)
+    assert [(a.kind, a.step) for a in whole.pending] == [("stall", 5)]  # steps 2, 3 and 5
+
+    before, state = doctor(), TrainState()
+    steps(before, state, 1, 3)
+    saved = tmp_path / "doctor.pt"
+    torch.save({"doctor": before.state_dict()}, saved)
+    after = doctor()
+    after.load_state_dict(torch.load(saved, weights_only=True)["doctor"])
+    resumed = TrainState(step=3, count=state.count, loss_sum=state.loss_sum)  # a new object, as after a load
+    steps(after, resumed, 4, 7)
+    assert [a.to_dict() for a in after.pending] == [a.to_dict() for a in whole.pending]
+    assert after.stall == whole.stall
+
+    fewer = doctor(steps=2)  # resumed with a lower --doctor-steps than the count already reached
+    fewer.load_state_dict(before.state_dict())
+    steps(fewer, TrainState(step=3, count=state.count, loss_sum=state.loss_sum), 4, 5)
+    assert [(a.kind, a.step) for a in fewer.pending] == [("stall", 5)]
+
+
+def test_the_trainer_checkpoint_holds_the_doctor(tmp_path):
+    trainer = make_trainer(tmp_path, "held")
+    trainer.doctor.stall = [(1, 1.386), (2, 1.385)]
+    ckpt = trainer.state_dict()
+    assert ckpt["doctor"]["stall"] == [[1, 1.386], [2, 1.385]]
+    again = Trainer(trainer.cfg, trainer.source, trainer.rundir, Dist(), torch.device("cpu"), checkpoint=ckpt)
+    assert again.doctor.stall == [(1, 1.386), (2, 1.385)]
+    off = make_trainer(tmp_path, "off", doctor="off")
+    assert off.state_dict()["doctor"] is None

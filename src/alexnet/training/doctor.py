@@ -147,6 +147,19 @@ class Doctor:
         self._last: tuple[TrainState, float, int] | None = None  # the state and its sums after a step
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    # -- checkpoints
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps, so that a resumed run counts and says what an uninterrupted one
+        would: the run of steps at chance so far, the alerts of the epoch in progress, the kinds said."""
+        return {"stall": [[step, loss] for step, loss in self.stall], "said": sorted(self.said),
+                "pending": [a.to_dict() for a in self.pending]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stall = [(int(step), float(loss)) for step, loss in state["stall"]]
+        self.said |= set(state["said"])
+        self.pending = [Alert(**a) for a in state["pending"]]
+
     # -- every step
 
     def sums_replaced(self) -> None:
@@ -171,7 +184,7 @@ class Doctor:
             self.stall.clear()
             return
         self.stall.append((step, loss))
-        if len(self.stall) == self.steps:
+        if len(self.stall) >= self.steps:  # (a resume may have lowered --doctor-steps)
             mean = sum(x for _, x in self.stall) / len(self.stall)
             self._say("stall", step, (
                 f"the training loss has sat within {band:.3f} of {self._chance_text()} for {self.steps} "
@@ -291,6 +304,12 @@ def _listing(rows: list[dict], gain: dict[str, float]) -> str:
 
 class NoDoctor:
     """``--doctor off``: nothing measured, nothing said, no ``"health"`` in the records."""
+
+    def state_dict(self) -> None:
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     def sums_replaced(self) -> None:
         pass

@@ -133,6 +133,7 @@ class Trainer:
         self.best_top1, self.best_epoch, self.train_seconds = -1.0, 0, 0.0
         self.bad_files: set[str] = set()
         self.resume_rng: dict | None = None  # generator states to continue a half-done epoch with
+        self.doctor_state: dict | None = None  # the doctor's count and alerts, from a resumed checkpoint
         self.noted = 0  # skipped files of this epoch already warned about
         self.log = open_log(cfg.tensorboard, rundir.path / "tensorboard", dist.primary)
         if checkpoint is not None:
@@ -174,6 +175,7 @@ class Trainer:
             "bad_files": sorted(self.bad_files), "config": self.cfg.to_dict(),
             "preset": self.train_preset.to_dict(), "classes": self.source.classes,
             "class_names": self.source.class_names, "data": self.source.name, "versions": environment(),
+            "doctor": self.doctor.state_dict(),
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -192,6 +194,7 @@ class Trainer:
         self.epoch, self.history = ckpt["epoch"], list(ckpt["history"])
         self.best_top1, self.best_epoch = ckpt["best_top1"], ckpt["best_epoch"]
         self.train_seconds, self.bad_files = ckpt["train_seconds"], set(ckpt["bad_files"])
+        self.doctor_state = ckpt.get("doctor")  # (None: saved with --doctor off, or by an earlier version)
         if ckpt["state"]["step"] > 0:  # inside an epoch: continue its batches with its generators
             self.state = TrainState(**ckpt["state"])  # all processes' sums (save gathers them) ...
             if not self.dist.primary:  # ... counted once, on the primary process
@@ -336,9 +339,12 @@ class Trainer:
         """Watches the run (docs/doctor.md); made at its first use, the weights and history in place."""
         if self.cfg.doctor == "off":
             return NoDoctor()
-        return Doctor(self.model, self.optimizer, self.source, self.test_preset, self.device, self.rundir,
-                      seed=self.cfg.seed, steps=self.cfg.doctor_steps, channels_last=self.cfg.channels_last,
-                      history=self.history)
+        doctor = Doctor(self.model, self.optimizer, self.source, self.test_preset, self.device, self.rundir,
+                        seed=self.cfg.seed, steps=self.cfg.doctor_steps, channels_last=self.cfg.channels_last,
+                        history=self.history)
+        if self.doctor_state is not None:  # resumed: its count and alerts as they were saved
+            doctor.load_state_dict(self.doctor_state)
+        return doctor
 
     def _end_epoch(self) -> None:
         cfg, dist = self.cfg, self.dist
