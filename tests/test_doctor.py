@@ -181,15 +181,20 @@ def test_loss_at_chance_for_n_steps_on_labels_nothing_can_learn(tmp_path, capsys
     assert "doctor, step 3: the training loss has sat" in capsys.readouterr().err
 
 
+def stall_parts(tmp_path):
+    """What a bare Doctor needs for the stall tests, which feed it losses by hand: a model, its
+    optimizer, a source (for ln C) and a run folder for its messages."""
+    rundir = RunDir(tmp_path / "r")
+    rundir.create()
+    model = torch.nn.Linear(2, CLASSES)
+    return model, torch.optim.SGD(model.parameters(), lr=0.1), tiny_source(), rundir
+
+
 def test_the_stall_count_restarts_when_the_loss_leaves_chance(tmp_path):
     """Each step's loss from the running sums: a step away from ln(C) starts the count again, the alert
     comes once, and a resumed run that already raised it does not raise it again."""
-    source = tiny_source()
-    rundir = RunDir(tmp_path / "r")
-    rundir.create()
+    model, optimizer, source, rundir = stall_parts(tmp_path)
     chance = math.log(CLASSES)
-    model = torch.nn.Linear(2, CLASSES)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     doctor = Doctor(model, optimizer, source, None, torch.device("cpu"), rundir, seed=0, steps=3)
     losses = [chance, chance, 2 * chance, chance, chance * 1.01, chance, chance, chance]
     state = TrainState()
@@ -233,12 +238,8 @@ def test_a_resumed_run_counts_and_says_what_an_uninterrupted_one_does(tmp_path):
     (through the file format's weights-only load): a stall that spans a resume is said at the step an
     uninterrupted run says it. The step after a mid-epoch save is skipped by both runs: the save
     gathers the running sums (sums_replaced), and a resumed run cannot tell that step's loss."""
-    source = tiny_source()
-    rundir = RunDir(tmp_path / "r")
-    rundir.create()
+    model, optimizer, source, rundir = stall_parts(tmp_path)
     chance = math.log(CLASSES)
-    model = torch.nn.Linear(2, CLASSES)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def doctor(steps=3):
         return Doctor(model, optimizer, source, None, torch.device("cpu"), rundir, seed=0, steps=steps)
