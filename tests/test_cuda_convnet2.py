@@ -315,3 +315,18 @@ def test_the_recipes_table_shows_the_files(cli):
     assert (rows["lr"][two], rows["lr"][one]) == ("0.02", "0.01")
     assert (rows["schedule"][two], rows["bias_dexp_factor"][two], rows["bias_dexp_factor"][one]) == \
         ("dexp", "25.0", "10.0")
+
+
+def test_a_model_without_the_files_initialization_is_told_by_the_recipe(cli, tmp_path):
+    """The files' initializations are alexnet2012's layers: on another model the recipe's ``init`` is a
+    one-line error naming the recipe and the option (before any run folder exists), and ``--opt``
+    replaces it."""
+    args = ("train", "--model", "alexnet-small", "--data", "digits", "--lighting", "none", "--epochs", "1",
+            "--quiet", "--out", tmp_path)
+    r = cli(*args, "--recipe", "cuda-convnet2-1gpu")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "recipe cuda-convnet2-1gpu sets init=cuda-convnet2-1gpu" in lines[0], r.stderr
+    assert "unknown init" in lines[0] and not any(tmp_path.iterdir())
+    r = cli(*args, "--recipe", "cuda-convnet2-1gpu", "--opt", "init=kaiming")
+    assert "recipe cuda-convnet2-1gpu sets" not in r.stderr  # (what stops it next is the mean image)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -24,7 +25,7 @@ from ..cliargs import parse_kv
 from ..data import DataSource, build_source
 from ..data.transforms import LIGHTING_FORMS, MEAN_CROPS
 from ..errors import UserError
-from ..models import check_options, data_options, model_cfg, model_options
+from ..models import check_options, create_model, data_options, model_cfg, model_options
 from ..runtime import check_cuda_graphs, pick_device
 from .recipes import RECIPE_MODEL_OPTIONS, RECIPES
 
@@ -334,6 +335,26 @@ def _same(recorded, given) -> bool:
     return recorded == given
 
 
+def _check_recipe_options(cfg: TrainConfig, source: DataSource, options: dict, from_recipe: dict) -> None:
+    """A model option the recipe sets that this model cannot take (cuda-convnet2's file initializations
+    are alexnet2012's layers') is an error that names the recipe: the model is built on the meta device
+    (shapes only) to find out."""
+    if not from_recipe:
+        return
+    try:
+        import torch  # deferred: the config module itself needs no torch
+
+        with torch.device("meta"):
+            create_model(cfg.model, num_classes=source.num_classes, **options)
+    except Exception as e:  # noqa: BLE001 - anything else is reported when the model is built for real
+        if not isinstance(e, UserError):
+            return
+        named = [f"{k}={v}" for k, v in from_recipe.items() if re.search(rf"\b{re.escape(k)}\b", str(e))]
+        if named:
+            raise UserError(f"recipe {cfg.recipe} sets {', '.join(named)}, which {cfg.model} cannot take "
+                            f"({e}); set it with --opt, or use the recipe's model") from None
+
+
 def fill_from_data(cfg: TrainConfig, source: DataSource) -> TrainConfig:
     """Decide what the data decides, and every other value left open, explicitly."""
     given = check_options(cfg.model, dict(cfg.model_opts or {}))
@@ -345,6 +366,7 @@ def fill_from_data(cfg: TrainConfig, source: DataSource) -> TrainConfig:
     accepted = model_options(cfg.model)
     from_recipe = {k: v for k, v in RECIPE_MODEL_OPTIONS.get(cfg.recipe, {}).items() if k in accepted}
     options = {**accepted, **from_recipe, **sized, **given}
+    _check_recipe_options(cfg, source, options, {k: v for k, v in from_recipe.items() if k not in given})
     pad = cfg.pad
     if pad is None:
         pad = {28: 2, 32: 4}.get(source.base_size, 0) if source.imagery == "small" else 0
